@@ -1,0 +1,190 @@
+"""Kafka's flavour of the 32-bit MurmurHash2, as ``org.apache.kafka.common.utils.Utils.murmur2``.
+
+The Java client's default partitioner sends a keyed record to partition
+``toPositive(murmur2(key)) % numPartitions``; every client that wants to share
+topics with Java producers (librdkafka's ``murmur2_random``, kafka-python, ...)
+has to reproduce this hash bit for bit, including Java's signed 32-bit overflow.
+
+Two implementations live here:
+
+* :func:`murmur2_pure`, plain Python, always available;
+* the C-backed (actually Rust) ``murmurhash2`` package when it is installed
+  (``pip install grete[fast]``).  Its ``murmurhash2(key, seed)`` is the classic
+  MurmurHash2 with the same tail handling as Kafka's, but it returns the hash
+  as an *unsigned* 32-bit number and takes the seed as an unsigned 32-bit
+  number.  Kafka's seed ``0x9747b28c`` is a negative ``int`` in Java, yet its
+  bit pattern is the same, so we pass it unsigned and convert the result back
+  to Java's signed view with :func:`_to_signed`.  For partitioning the sign
+  does not matter at all, since ``toPositive`` masks the sign bit away.
+
+The extension is checked against Kafka's own test vectors at import time: if a
+future release changed its seed or tail semantics we would silently route keys
+to other partitions than the Java client, which is far worse than being slow.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from functools import partial
+from typing import Final, Protocol
+
+__all__ = [
+    "IMPLEMENTATION",
+    "KAFKA_VECTORS",
+    "SEED",
+    "murmur2",
+    "murmur2_c",
+    "murmur2_pure",
+    "positive_murmur2",
+    "to_positive",
+    "unsigned_murmur2_bytes",
+]
+
+#: Kafka's seed, ``0x9747b28c`` (the Java ``int`` is negative; the bits are what count).
+SEED: Final = 0x9747B28C
+_M: Final = 0x5BD1E995
+_R: Final = 24
+_MASK32: Final = 0xFFFFFFFF
+_POSITIVE: Final = 0x7FFFFFFF
+
+#: The cases of Kafka's ``UtilsTest.testMurmur2`` (clients/src/test/java/org/apache/kafka/
+#: common/utils/UtilsTest.java): key -> the signed ``int`` ``Utils.murmur2`` returns.
+KAFKA_VECTORS: Final[dict[bytes, int]] = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+# Little-endian regardless of the host: Kafka assembles each 4-byte block as
+# data[i] | data[i+1] << 8 | ..., i.e. little-endian, on every JVM.
+_U32LE: Final = struct.Struct("<I")
+
+
+def _to_signed(h: int) -> int:
+    """The Java ``int`` with the bit pattern of the unsigned 32-bit ``h``."""
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def to_positive(n: int) -> int:
+    """Kafka's ``Utils.toPositive``: clear the sign bit (unlike ``abs`` for negatives)."""
+    return n & _POSITIVE
+
+
+def _murmur2_unsigned(data: bytes) -> int:
+    """Kafka's murmur2 as an unsigned 32-bit number.
+
+    Python ints never overflow, so every multiplication is masked to 32 bits to
+    get Java's wrap-around; the right shifts are Java's ``>>>`` (logical), which
+    is what ``>>`` on a non-negative Python int already is.
+    """
+    length = len(data)
+    m = _M
+    mask = _MASK32
+    r = _R
+    h = (SEED ^ length) & mask
+    tail = length & ~3
+    # iter_unpack does the block assembly in C; the loop body is the only Python work.
+    for (k,) in _U32LE.iter_unpack(memoryview(data)[:tail]):
+        k = (k * m) & mask
+        # Masking once after the xor is enough: xor never carries between bits.
+        h = ((h * m) ^ ((k ^ (k >> r)) * m)) & mask
+
+    # Kafka's switch falls through: 3 bytes left mixes all three, then multiplies once.
+    rest = length - tail
+    if rest:
+        if rest == 3:
+            h ^= data[tail + 2] << 16
+        if rest >= 2:
+            h ^= data[tail + 1] << 8
+        h ^= data[tail]
+        h = (h * m) & mask
+
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h
+
+
+def murmur2_pure(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2(data)`` in pure Python: a signed 32-bit ``int`` like Java's."""
+    return _to_signed(_murmur2_unsigned(data))
+
+
+class _CHash(Protocol):
+    """The signature of ``murmurhash2.murmurhash2`` (keywords included, for ``partial``)."""
+
+    def __call__(self, key: bytes, seed: int) -> int: ...
+
+
+def _load_c() -> _CHash | None:
+    """The ``murmurhash2`` extension's function, or None if absent or not Kafka-compatible."""
+    try:
+        from murmurhash2 import murmurhash2 as c_hash
+    except ImportError:
+        return None
+    try:
+        for key, expected in KAFKA_VECTORS.items():
+            if _to_signed(c_hash(key, SEED)) != expected:
+                return None
+        # The empty key takes neither the block loop nor the tail: check it too.
+        if c_hash(b"", SEED) != _murmur2_unsigned(b""):
+            return None
+    except Exception:  # a broken build must cost speed, never correctness
+        return None
+    return c_hash
+
+
+_c_hash: Final = _load_c()
+
+#: Which implementation :func:`murmur2` and :func:`positive_murmur2` use: "murmurhash2" or "python".
+IMPLEMENTATION: Final = "python" if _c_hash is None else "murmurhash2"
+
+
+def _murmur2_c_signed(data: bytes) -> int:
+    assert _c_hash is not None
+    try:
+        return _to_signed(_c_hash(data, SEED))
+    except TypeError:
+        # The extension only accepts bytes; bytearray/memoryview keys are rare enough
+        # that converting on the exception path keeps the common path free of checks.
+        return _to_signed(_c_hash(bytes(data), SEED))
+
+
+#: The extension-backed murmur2 (signed, like :func:`murmur2_pure`), or None without it.
+murmur2_c: Final[Callable[[bytes], int] | None] = None if _c_hash is None else _murmur2_c_signed
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2(data)``: a signed 32-bit ``int``, C-backed when possible."""
+    if _c_hash is None:
+        return murmur2_pure(data)
+    return _murmur2_c_signed(data)
+
+
+def _positive_pure(data: bytes) -> int:
+    return _murmur2_unsigned(data) & _POSITIVE
+
+
+def _positive_c(data: bytes) -> int:
+    assert _c_hash is not None
+    try:
+        # No signed conversion needed: masking the sign bit gives the same result either way.
+        return _c_hash(data, SEED) & _POSITIVE
+    except TypeError:
+        return _c_hash(bytes(data), SEED) & _POSITIVE
+
+
+#: Unsigned murmur2 of a ``bytes`` object (exactly ``bytes``: the extension rejects other
+#: buffers with TypeError), with the least Python overhead per call.  This is the partitioners'
+#: hot path; they fall back to :func:`positive_murmur2` on TypeError.
+unsigned_murmur2_bytes: Final[Callable[[bytes], int]] = (
+    _murmur2_unsigned if _c_hash is None else partial(_c_hash, seed=SEED)
+)
+
+#: ``toPositive(murmur2(data))``, the number the Java client takes modulo the partition count.
+#: Bound once at import so the per-message call pays for no dispatch.
+positive_murmur2: Final[Callable[[bytes], int]] = _positive_pure if _c_hash is None else _positive_c
