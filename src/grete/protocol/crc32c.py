@@ -1,0 +1,82 @@
+"""CRC-32C (Castagnoli), the checksum of record batch v2.
+
+The C-backed ``crc32c`` package (extra ``grete[crc]``) is used when importable: the
+pure-Python fallback is correct but costs roughly a microsecond per 8 bytes, which
+dominates batch encoding once batches reach tens of kilobytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+__all__ = ["HAVE_C_CRC32C", "crc32c", "crc32c_py"]
+
+_POLY = 0x82F63B78  # reflected Castagnoli polynomial
+
+
+def _make_tables() -> list[list[int]]:
+    # Slicing-by-8: eight 256-entry tables let the fallback consume 8 bytes per loop
+    # iteration, which is ~4x faster in CPython than a byte-at-a-time loop.
+    t0 = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ _POLY if c & 1 else c >> 1
+        t0.append(c)
+    tables = [t0]
+    for _ in range(7):
+        prev = tables[-1]
+        tables.append([(prev[n] >> 8) ^ t0[prev[n] & 0xFF] for n in range(256)])
+    return tables
+
+
+_T = _make_tables()
+
+
+def crc32c_py(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """Pure-Python CRC-32C of ``data``, continuing from a previous ``value``."""
+    t0, t1, t2, t3, t4, t5, t6, t7 = _T
+    crc = value ^ 0xFFFFFFFF
+    buf = bytes(data)
+    n = len(buf)
+    i = 0
+    stop = n - (n & 7)
+    # int.from_bytes over 8-byte windows beats indexing eight separate bytes.
+    from_bytes = int.from_bytes
+    while i < stop:
+        word = from_bytes(buf[i : i + 8], "little") ^ crc
+        crc = (
+            t7[word & 0xFF]
+            ^ t6[(word >> 8) & 0xFF]
+            ^ t5[(word >> 16) & 0xFF]
+            ^ t4[(word >> 24) & 0xFF]
+            ^ t3[(word >> 32) & 0xFF]
+            ^ t2[(word >> 40) & 0xFF]
+            ^ t1[(word >> 48) & 0xFF]
+            ^ t0[word >> 56]
+        )
+        i += 8
+    while i < n:
+        crc = (crc >> 8) ^ t0[(crc ^ buf[i]) & 0xFF]
+        i += 1
+    return crc ^ 0xFFFFFFFF
+
+
+_c_crc32c: Callable[..., int] | None
+try:
+    from crc32c import crc32c as _c_crc32c
+except ImportError:  # the optional extra is not installed
+    _c_crc32c = None
+
+HAVE_C_CRC32C = _c_crc32c is not None
+
+if TYPE_CHECKING:
+
+    def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+        """CRC-32C of ``data``, continuing from a previous ``value``."""
+        ...
+
+else:
+    # Bound directly (no wrapper) because the encoder calls it once per batch.
+    crc32c = _c_crc32c if _c_crc32c is not None else crc32c_py
