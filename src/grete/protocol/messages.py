@@ -347,9 +347,9 @@ INIT_PRODUCER_ID = Api(
     response_fields=[
         F("throttle_time_ms", "int32"),
         F("error_code", "int16"),
-        F("producer_id", "int64"),
+        F("producer_id", "int64", default=-1),
         F("producer_epoch", "int16"),
-        F("ongoing_txn_producer_id", "int64", "6+"),
+        F("ongoing_txn_producer_id", "int64", "6+", default=-1),
         F("ongoing_txn_producer_epoch", "int16", "6+", default=-1),
     ],
     valid_versions="0-5",
