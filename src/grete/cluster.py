@@ -1,0 +1,245 @@
+"""Cluster metadata: brokers, topics, partitions and their leaders.
+
+:class:`Topic` and :class:`Partition` objects are long-lived: a metadata
+refresh updates them in place, so a producer holding a ``Topic`` sees leader
+changes and broker restarts without being rebuilt (pykafka users had to
+recreate their producers after a broker restart).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from grete.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    UnknownTopicOrPartition,
+    error_for_code,
+)
+from grete.network import Network
+from grete.protocol import messages as m
+
+if TYPE_CHECKING:
+    from grete.producer import Producer
+
+log = logging.getLogger("grete.cluster")
+
+# Codes that mean "the topic exists but is not ready yet" (being created, or
+# its leader is being elected): worth waiting for a moment.
+_LEADER_NOT_AVAILABLE = 5
+_UNKNOWN_TOPIC_OR_PARTITION = 3
+_AUTO_CREATE_GRACE_S = 1.5
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A broker as the cluster metadata describes it."""
+
+    id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+class Partition:
+    """One partition of a topic; updated in place by metadata refreshes."""
+
+    __slots__ = ("id", "isr", "leader", "leader_epoch", "replicas", "topic")
+
+    def __init__(self, topic: Topic, id: int) -> None:
+        self.topic = topic
+        self.id = id
+        self.leader: Broker | None = None
+        self.leader_epoch = -1
+        self.replicas: list[Broker] = []
+        self.isr: list[Broker] = []
+
+    def __repr__(self) -> str:
+        leader = self.leader.id if self.leader else None
+        return f"<Partition {self.topic.name}/{self.id} leader={leader}>"
+
+
+class Topic:
+    """A topic and its partitions (``partitions`` maps id -> :class:`Partition`)."""
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.partitions: dict[int, Partition] = {}
+        self.is_internal = False
+        self.topic_id: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name!r} partitions={len(self.partitions)}>"
+
+    def get_sync_producer(self, **kwargs: Any) -> Producer:
+        """A synchronous :class:`grete.Producer` for this topic."""
+        from grete.producer import Producer
+
+        return Producer(self.cluster, self, **kwargs)
+
+
+class TopicDict(Mapping[str, Topic]):
+    """``client.topics["name"]`` or ``client.topics[b"name"]``: a known topic, or
+    one looked up (and auto-created where the broker allows it) on first use."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def __getitem__(self, name: str | bytes) -> Topic:
+        key = name.decode() if isinstance(name, bytes) else name
+        topic = self._cluster._topics.get(key)
+        if topic is None or not topic.partitions:
+            topic = self._cluster.fetch_topic(key)
+        return topic
+
+    def __contains__(self, name: object) -> bool:
+        key = name.decode() if isinstance(name, bytes) else name
+        return key in self._cluster._topics
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._cluster._topics))
+
+    def __len__(self) -> int:
+        return len(self._cluster._topics)
+
+
+class Cluster:
+    """The metadata snapshot of a cluster and its refresh."""
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        metadata_max_age_s: float = 300.0,
+        topic_wait_s: float = 10.0,
+        allow_auto_create_topics: bool = True,
+    ) -> None:
+        self.network = network
+        self.brokers: dict[int, Broker] = {}
+        self._topics: dict[str, Topic] = {}
+        self.topics = TopicDict(self)
+        self.cluster_id: str | None = None
+        self.controller_id = -1
+        self.metadata_max_age_s = metadata_max_age_s
+        self.topic_wait_s = topic_wait_s
+        self.allow_auto_create_topics = allow_auto_create_topics
+        self.last_update = 0.0
+        self._update_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Cluster id={self.cluster_id} brokers={sorted(self.brokers)}>"
+
+    # -- refresh ---------------------------------------------------------------
+
+    def _metadata(self, topics: list[str] | None, auto_create: bool) -> dict[str, Any]:
+        """One Metadata request to any broker that answers: known brokers
+        first (the least loaded), then the bootstrap list, so a cluster whose
+        every known broker was replaced is found again ("rebootstrap")."""
+        body = {
+            "topics": None if topics is None else [{"name": t} for t in topics],
+            "allow_auto_topic_creation": auto_create,
+        }
+        candidates = sorted(
+            self.network.known_nodes,
+            key=lambda n: (not self.network.is_ready(n), self.network.backing_off(n)),
+        )
+        candidates += [-(i + 1) for i in range(len(self.network.bootstrap))]
+        errors: list[str] = []
+        for node_id in candidates:
+            try:
+                return self.network.request(node_id, m.METADATA, body)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                errors.append(f"{exc}")
+        raise KafkaConnectionError(
+            "no broker answered a metadata request: " + "; ".join(errors[-4:])
+        )
+
+    def update(self, topics: list[str] | None = None, *, auto_create: bool = False) -> None:
+        """Refresh brokers and the given topics (all topics when None)."""
+        with self._update_lock:
+            body = self._metadata(topics, auto_create)
+            self._apply(body, full=topics is None)
+
+    def _apply(self, body: dict[str, Any], full: bool) -> None:
+        brokers = {
+            b["node_id"]: Broker(b["node_id"], b["host"], b["port"], b.get("rack"))
+            for b in body["brokers"]
+        }
+        self.brokers = brokers
+        self.network.set_brokers({b.id: (b.host, b.port) for b in brokers.values()})
+        self.cluster_id = body.get("cluster_id")
+        self.controller_id = body.get("controller_id", -1)
+        seen = set()
+        for t in body["topics"]:
+            name = t["name"]
+            if t["error_code"] != 0:
+                # The caller asked for it by name: fetch_topic reports the error.
+                continue
+            seen.add(name)
+            topic = self._topics.get(name)
+            if topic is None:
+                topic = self._topics[name] = Topic(self, name)
+            topic.is_internal = bool(t.get("is_internal"))
+            topic.topic_id = t.get("topic_id")
+            for p in t["partitions"]:
+                part = topic.partitions.get(p["partition_index"])
+                if part is None:
+                    part = topic.partitions[p["partition_index"]] = Partition(
+                        topic, p["partition_index"]
+                    )
+                part.leader = brokers.get(p["leader_id"])
+                part.leader_epoch = p.get("leader_epoch", -1)
+                part.replicas = [brokers[r] for r in p["replica_nodes"] if r in brokers]
+                part.isr = [brokers[r] for r in p["isr_nodes"] if r in brokers]
+        if full:
+            for name in [n for n in self._topics if n not in seen]:
+                self._topics[name].partitions.clear()
+                del self._topics[name]
+        self.last_update = time.monotonic()
+
+    def fetch_topic(self, name: str) -> Topic:
+        """Look ``name`` up, creating it where the broker auto-creates topics,
+        and wait (bounded) until its partitions have leaders."""
+        deadline = time.monotonic() + self.topic_wait_s
+        unknown_deadline = time.monotonic() + min(self.topic_wait_s, _AUTO_CREATE_GRACE_S)
+        while True:
+            with self._update_lock:
+                body = self._metadata([name], self.allow_auto_create_topics)
+                self._apply(body, full=False)
+            entry = next((t for t in body["topics"] if t["name"] == name), None)
+            code = entry["error_code"] if entry is not None else _UNKNOWN_TOPIC_OR_PARTITION
+            topic = self._topics.get(name)
+            if code == 0 and topic is not None and topic.partitions:
+                if all(p.leader is not None for p in topic.partitions.values()):
+                    return topic
+            elif code == _UNKNOWN_TOPIC_OR_PARTITION and (
+                not self.allow_auto_create_topics or time.monotonic() >= unknown_deadline
+            ):
+                # KRaft brokers that auto-create topics still answer UNKNOWN at
+                # first, so when we asked for creation it gets a short grace.
+                raise UnknownTopicOrPartition(
+                    f"topic {name!r} does not exist"
+                    + (" (and the brokers did not auto-create it)" if self.allow_auto_create_topics else "")
+                )
+            elif code not in (_LEADER_NOT_AVAILABLE, _UNKNOWN_TOPIC_OR_PARTITION):
+                raise error_for_code(code, f"topic {name!r}")
+            if time.monotonic() >= deadline:
+                raise KafkaTimeoutError(
+                    f"topic {name!r} still has partitions without a leader "
+                    f"after {self.topic_wait_s}s"
+                )
+            time.sleep(0.1)
+
+    def maybe_refresh(self) -> None:
+        """Refresh when the snapshot is older than ``metadata_max_age_s``."""
+        if time.monotonic() - self.last_update > self.metadata_max_age_s:
+            self.update(list(self._topics) or None)

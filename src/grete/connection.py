@@ -1,0 +1,375 @@
+"""One connection to one broker: socket, TLS, SASL, version negotiation.
+
+A :class:`BrokerConnection` drives the sans-I/O
+:class:`~grete.protocol.framing.ProtocolConnection` over a socket. The handshake
+(TCP connect, TLS, ApiVersions, SASL) is done blocking but bounded by the
+connect timeout; after it the socket is non-blocking and requests are
+pipelined: :meth:`BrokerConnection.send` queues a frame and returns a
+:class:`Pending` at once, and the :class:`~grete.io.Poller` of the client drives
+reads and writes of every connection together, so one slow broker never
+stalls traffic to the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grete import _version
+from grete.errors import (
+    AuthenticationError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProtocolError,
+    error_for_code,
+)
+from grete.protocol import messages as m
+from grete.protocol.framing import ProtocolConnection, Request, Response
+from grete.protocol.schema import Api
+from grete.protocol.versions import parse_api_versions, pick_version
+from grete.security import SaslMechanism
+
+log = logging.getLogger("grete.connection")
+
+# Error codes the handshake reacts to by number (see protocol/errors.py).
+_UNSUPPORTED_VERSION = 35
+_ILLEGAL_SASL_STATE = 34
+_UNSUPPORTED_SASL_MECHANISM = 33
+
+_RECV_SIZE = 1 << 18
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """What every connection of a client shares. Validated by the client."""
+
+    client_id: str = "grete"
+    request_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    ssl_context: ssl.SSLContext | None = None
+    sasl: SaslMechanism | None = None
+    max_response_size: int = 100 * 1024 * 1024
+
+
+class Pending:
+    """A request on the wire: done once its response (or failure) is known.
+
+    Kept tiny and lock-free: it is completed by whoever polls the connection.
+    """
+
+    __slots__ = ("callbacks", "correlation_id", "deadline", "done", "error", "request", "response")
+
+    def __init__(self, request: Request, correlation_id: int, deadline: float) -> None:
+        self.request = request
+        self.correlation_id = correlation_id
+        self.deadline = deadline
+        self.response: Response | None = None
+        self.error: KafkaError | None = None
+        self.callbacks: list[Callable[[Pending], None]] | None = None
+        # Set on completion; a request that expects no answer (acks=0) is
+        # done, with neither response nor error, once it is written.
+        self.done = False
+
+    def add_callback(self, fn: Callable[[Pending], None]) -> None:
+        if self.done:
+            fn(self)
+        elif self.callbacks is None:
+            self.callbacks = [fn]
+        else:
+            self.callbacks.append(fn)
+
+    def _finish(self, response: Response | None, error: KafkaError | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.response, self.error = response, error
+        callbacks, self.callbacks = self.callbacks, None
+        for fn in callbacks or ():
+            fn(self)
+
+    def result(self) -> dict[str, Any]:
+        """The response body, or the failure raised."""
+        if self.error is not None:
+            raise self.error
+        if not self.done:
+            raise KafkaError("request not completed yet")
+        return {} if self.response is None else self.response.body
+
+
+class BrokerConnection:
+    """A connection to the broker at ``host:port``; see the module docstring."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        config: ConnectionConfig,
+        node_id: int = -1,
+        before_close: Callable[[BrokerConnection], None] | None = None,
+    ) -> None:
+        self.host, self.port, self.node_id = host, port, node_id
+        # Lets the poller unregister the socket before its file descriptor is
+        # freed (and possibly reused by the next connection).
+        self._before_close = before_close
+        self.config = config
+        self._sock: socket.socket | None = None
+        self._proto = ProtocolConnection(
+            client_id=config.client_id, max_frame_size=config.max_response_size
+        )
+        self._out: deque[memoryview] = deque()
+        self._in_flight: dict[int, Pending] = {}
+        # Pending requests that expect no response (acks=0 Produce): done once written.
+        self._unanswered: deque[tuple[int, Pending]] = deque()
+        self._written = 0
+        self._queued = 0
+        self.api_versions: dict[int, tuple[int, int]] = {}
+        self.closed_error: KafkaError | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "closed"
+        return f"<BrokerConnection node={self.node_id} {self.host}:{self.port} {state}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight) + len(self._unanswered)
+
+    def fileno(self) -> int:
+        return -1 if self._sock is None else self._sock.fileno()
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._out)
+
+    # -- handshake ---------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect, negotiate versions and authenticate; blocking, bounded by
+        ``connect_timeout_s``. Raises KafkaConnectionError, KafkaTimeoutError or
+        AuthenticationError (at once, never retried here)."""
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        where = f"{self.host}:{self.port}"
+        try:
+            sock = socket.create_connection(
+                (self.host, self.port), timeout=self.config.connect_timeout_s
+            )
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(f"connecting to {where} timed out") from exc
+        except OSError as exc:
+            raise KafkaConnectionError(f"cannot connect to {where}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if self.config.ssl_context is not None:
+                sock = self._tls(sock, deadline)
+            self._sock = sock
+            self._negotiate(deadline)
+            if self.config.sasl is not None:
+                self._authenticate(self.config.sasl, deadline)
+        except BaseException:
+            self._sock = None
+            sock.close()
+            raise
+        sock.setblocking(False)
+        log.debug("connected to %s (node %s)", where, self.node_id)
+
+    def _tls(self, sock: socket.socket, deadline: float) -> socket.socket:
+        assert self.config.ssl_context is not None
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            return self.config.ssl_context.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise AuthenticationError(
+                f"TLS certificate of {self.host}:{self.port} not trusted: {exc.verify_message}"
+            ) from exc
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                raise KafkaTimeoutError(f"TLS handshake with {self.host}:{self.port} timed out")
+            raise KafkaConnectionError(f"TLS handshake with {self.host}:{self.port}: {exc}") from exc
+
+    def _roundtrip(self, api: Api, version: int, body: dict[str, Any], deadline: float) -> Response:
+        """One blocking request/response, used only during the handshake."""
+        assert self._sock is not None
+        _, frame = self._proto.send(Request(api, version, body))
+        try:
+            self._sock.settimeout(max(0.001, deadline - time.monotonic()))
+            self._sock.sendall(frame)
+            while True:
+                self._sock.settimeout(max(0.001, deadline - time.monotonic()))
+                data = self._sock.recv(_RECV_SIZE)
+                if not data:
+                    raise KafkaConnectionError(
+                        f"{self.host}:{self.port} closed the connection during {api.name}"
+                    )
+                responses = self._proto.receive_data(data)
+                if responses:
+                    return responses[0]
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(
+                f"{self.host}:{self.port} did not answer {api.name} in time"
+            ) from exc
+        except OSError as exc:
+            raise KafkaConnectionError(
+                f"connection to {self.host}:{self.port} broke during {api.name}: {exc}"
+            ) from exc
+
+    def _negotiate(self, deadline: float) -> None:
+        version = m.API_VERSIONS.max_version
+        body = {"client_software_name": "grete", "client_software_version": _version.__version__}
+        response = self._roundtrip(m.API_VERSIONS, version, body, deadline)
+        if response.body["error_code"] == _UNSUPPORTED_VERSION:
+            # The broker answers with a v0 body listing what it supports; retry
+            # with the highest ApiVersions version it knows.
+            broker = parse_api_versions(response.body)
+            lo, hi = broker.get(m.API_VERSIONS.key, (0, 0))
+            response = self._roundtrip(m.API_VERSIONS, min(hi, version), body, deadline)
+        if response.body["error_code"] != 0:
+            raise error_for_code(response.body["error_code"], "ApiVersions")
+        self.api_versions = parse_api_versions(response.body)
+
+    def version(self, api: Api, cap: int | None = None) -> int:
+        """The highest version of ``api`` both sides speak (at most ``cap``)."""
+        return pick_version(api, self.api_versions, cap)
+
+    def _authenticate(self, sasl: SaslMechanism, deadline: float) -> None:
+        exchange = sasl.exchange()
+        mech = exchange.mechanism
+        hs = self._roundtrip(
+            m.SASL_HANDSHAKE, self.version(m.SASL_HANDSHAKE, 1), {"mechanism": mech}, deadline
+        )
+        if hs.body["error_code"] != 0:
+            enabled = ", ".join(hs.body.get("mechanisms") or []) or "none"
+            raise AuthenticationError(
+                f"SASL {mech} refused by {self.host}:{self.port} (enabled there: {enabled})"
+            )
+        version = self.version(m.SASL_AUTHENTICATE)
+        message: bytes | None = exchange.first()
+        while message is not None:
+            resp = self._roundtrip(m.SASL_AUTHENTICATE, version, {"auth_bytes": message}, deadline)
+            if resp.body["error_code"] != 0:
+                detail = resp.body.get("error_message") or "authentication failed"
+                raise AuthenticationError(f"SASL {mech} authentication failed: {detail}")
+            message = exchange.step(bytes(resp.body.get("auth_bytes") or b""))
+
+    # -- pipelined traffic -------------------------------------------------
+
+    def send(self, request: Request, expect_response: bool = True) -> Pending:
+        """Queue ``request``; its frame goes out as the socket takes it."""
+        if self._sock is None:
+            raise self.closed_error or KafkaConnectionError(
+                f"connection to {self.host}:{self.port} is closed"
+            )
+        cid, frame = self._proto.send(request, expect_response=expect_response)
+        pending = Pending(request, cid, time.monotonic() + self.config.request_timeout_s)
+        self._out.append(memoryview(frame))
+        self._queued += len(frame)
+        if expect_response:
+            self._in_flight[cid] = pending
+        else:
+            self._unanswered.append((self._queued, pending))
+        self.on_writable()
+        return pending
+
+    def on_writable(self) -> None:
+        sock, out = self._sock, self._out
+        if sock is None:
+            return
+        try:
+            while out:
+                sent = sock.send(out[0])
+                self._written += sent
+                if sent == len(out[0]):
+                    out.popleft()
+                else:
+                    out[0] = out[0][sent:]
+                    break
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except OSError as exc:
+            self.close(KafkaConnectionError(f"write to {self.host}:{self.port} failed: {exc}"))
+            return
+        while self._unanswered and self._unanswered[0][0] <= self._written:
+            self._unanswered.popleft()[1]._finish(None, None)
+
+    def on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        while True:
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError as exc:
+                self.close(KafkaConnectionError(f"read from {self.host}:{self.port} failed: {exc}"))
+                return
+            if not data:
+                self.close(KafkaConnectionError(f"{self.host}:{self.port} closed the connection"))
+                return
+            try:
+                responses = self._proto.receive_data(data)
+            except ProtocolError as exc:
+                self.close(exc)
+                return
+            for response in responses:
+                pending = self._in_flight.pop(response.correlation_id, None)
+                if pending is not None:
+                    pending._finish(response, None)
+            if len(data) < _RECV_SIZE and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return
+
+    def check_timeouts(self, now: float) -> None:
+        """Kafka answers in order, so the oldest request is the first to time out;
+        a timed-out request leaves the stream unusable, as in the Java client."""
+        for pending in self._in_flight.values():
+            if pending.deadline <= now:
+                self.close(
+                    KafkaTimeoutError(
+                        f"{self.host}:{self.port} did not answer {pending.request.api.name} "
+                        f"within {self.config.request_timeout_s:.1f}s"
+                    )
+                )
+            break
+
+    def close(self, error: KafkaError | None = None) -> None:
+        """Close the socket and fail every request still waiting."""
+        if self._sock is not None and self._before_close is not None:
+            self._before_close(self)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self.closed_error = error or KafkaConnectionError(
+            f"connection to {self.host}:{self.port} was closed"
+        )
+        if error is not None:
+            log.info("connection to %s:%s lost: %s", self.host, self.port, error)
+        waiting = list(self._in_flight.values()) + [p for _, p in self._unanswered]
+        self._in_flight.clear()
+        self._unanswered.clear()
+        self._out.clear()
+        for pending in waiting:
+            pending._finish(None, self.closed_error)
+
+
+@dataclass
+class _Backoff:
+    """Exponential reconnect backoff with jitter, per broker."""
+
+    base_s: float
+    max_s: float
+    failures: int = 0
+    next_try: float = field(default=0.0)

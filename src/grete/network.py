@@ -1,0 +1,238 @@
+"""Every connection of a client, and the loop that drives them together.
+
+The :class:`Network` knows brokers only as node ids with addresses (the
+cluster layer tells it which), keeps one :class:`BrokerConnection` per broker,
+reconnects with exponential backoff and jitter, and multiplexes reads and
+writes of all connections with one selector. Producers send to several
+leaders at once and then :meth:`Network.wait` for all answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import selectors
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from grete.connection import BrokerConnection, ConnectionConfig, Pending
+from grete.errors import AuthenticationError, KafkaConnectionError, KafkaError, KafkaTimeoutError
+from grete.protocol.framing import Request
+from grete.protocol.schema import Api
+
+log = logging.getLogger("grete.network")
+
+Address = tuple[str, int]
+
+
+def parse_hosts(hosts: str | Iterable[str]) -> list[Address]:
+    """``"h1:9092,h2:9093"`` (or a list of ``"host:port"``) -> addresses."""
+    from grete.errors import ConfigurationError
+
+    items = hosts.split(",") if isinstance(hosts, str) else list(hosts)
+    out: list[Address] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(f"bad host {item!r}: expected host:port")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise ConfigurationError("no bootstrap hosts given")
+    return out
+
+
+class _Backoff:
+    """Exponential reconnect backoff with full jitter, per address."""
+
+    __slots__ = ("failures", "not_before")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.not_before = 0.0
+
+
+class Network:
+    """Connections by node id; see the module docstring. Thread-safe: one lock
+    guards the sockets, held for one short poll round at a time."""
+
+    def __init__(
+        self,
+        bootstrap: list[Address],
+        config: ConnectionConfig,
+        *,
+        reconnect_backoff_s: float = 0.05,
+        reconnect_backoff_max_s: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.bootstrap = bootstrap
+        self._addresses: dict[int, Address] = {}
+        self._conns: dict[int, BrokerConnection] = {}
+        self._backoff: dict[Address, _Backoff] = {}
+        self._backoff_base = reconnect_backoff_s
+        self._backoff_max = reconnect_backoff_max_s
+        self._selector = selectors.DefaultSelector()
+        self._registered: dict[BrokerConnection, int] = {}
+        self.lock = threading.RLock()
+        self._closed = False
+
+    # -- addresses ---------------------------------------------------------
+
+    def set_brokers(self, addresses: Mapping[int, Address]) -> None:
+        """Adopt the brokers of a fresh metadata response. A broker whose
+        address changed gets a new connection; a removed broker's connection is
+        closed (its in-flight requests fail and are retried by their owners)."""
+        with self.lock:
+            for node_id, conn in list(self._conns.items()):
+                if node_id >= 0 and addresses.get(node_id) != (conn.host, conn.port):
+                    self._drop(node_id, KafkaConnectionError(f"broker {node_id} left the cluster"))
+            self._addresses = {n: a for n, a in addresses.items()}
+
+    @property
+    def known_nodes(self) -> list[int]:
+        return list(self._addresses)
+
+    def address(self, node_id: int) -> Address:
+        if node_id < 0:
+            return self.bootstrap[-node_id - 1]
+        try:
+            return self._addresses[node_id]
+        except KeyError:
+            raise KafkaConnectionError(f"broker {node_id} is not in the cluster metadata") from None
+
+    # -- connections -------------------------------------------------------
+
+    def connection(self, node_id: int) -> BrokerConnection:
+        """A ready connection to ``node_id`` (bootstrap hosts are -1, -2, ...),
+        connecting if needed. Raises at once while the broker is backing off."""
+        with self.lock:
+            if self._closed:
+                raise KafkaConnectionError("client is closed")
+            conn = self._conns.get(node_id)
+            if conn is not None and conn.connected:
+                return conn
+            host, port = self.address(node_id)
+            backoff = self._backoff.setdefault((host, port), _Backoff())
+            now = time.monotonic()
+            if now < backoff.not_before:
+                raise KafkaConnectionError(
+                    f"broker {host}:{port} is backing off after {backoff.failures} failure(s)"
+                )
+            conn = BrokerConnection(host, port, self.config, node_id, self._unregister)
+            try:
+                conn.connect()
+            except AuthenticationError:
+                raise
+            except KafkaError:
+                backoff.failures += 1
+                ceiling = min(self._backoff_max, self._backoff_base * 2 ** (backoff.failures - 1))
+                backoff.not_before = time.monotonic() + random.uniform(ceiling / 2, ceiling)
+                raise
+            backoff.failures = 0
+            self._conns[node_id] = conn
+            return conn
+
+    def is_ready(self, node_id: int) -> bool:
+        conn = self._conns.get(node_id)
+        return conn is not None and conn.connected
+
+    def backing_off(self, node_id: int) -> bool:
+        try:
+            address = self.address(node_id)
+        except KafkaConnectionError:
+            return False
+        b = self._backoff.get(address)
+        return b is not None and time.monotonic() < b.not_before
+
+    def _drop(self, node_id: int, error: KafkaError) -> None:
+        conn = self._conns.pop(node_id, None)
+        if conn is not None:
+            self._unregister(conn)
+            conn.close(error)
+
+    def _unregister(self, conn: BrokerConnection) -> None:
+        if conn in self._registered:
+            del self._registered[conn]
+            try:
+                self._selector.unregister(conn)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    # -- requests ----------------------------------------------------------
+
+    def send(
+        self,
+        node_id: int,
+        api: Api,
+        body: Mapping[str, Any],
+        *,
+        cap: int | None = None,
+        expect_response: bool = True,
+    ) -> Pending:
+        """Send ``api`` at the best version the broker speaks (at most ``cap``)."""
+        with self.lock:
+            conn = self.connection(node_id)
+            version = conn.version(api, cap)
+            return conn.send(Request(api, version, body), expect_response=expect_response)
+
+    def request(
+        self, node_id: int, api: Api, body: Mapping[str, Any], *, cap: int | None = None
+    ) -> dict[str, Any]:
+        """Blocking send + wait; raises the connection's failure."""
+        pending = self.send(node_id, api, body, cap=cap)
+        self.wait([pending], self.config.request_timeout_s + 1.0)
+        return pending.result()
+
+    def wait(self, pendings: Iterable[Pending], timeout: float) -> None:
+        """Drive all connections until every one of ``pendings`` is done, or
+        raise KafkaTimeoutError after ``timeout`` seconds (the requests stay
+        in flight; their connections' own timeouts will fail them)."""
+        todo = [p for p in pendings if not p.done]
+        deadline = time.monotonic() + timeout
+        while todo:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaTimeoutError(f"{len(todo)} request(s) still unanswered after {timeout}s")
+            self.poll(min(left, 0.1))
+            todo = [p for p in todo if not p.done]
+
+    def poll(self, timeout: float) -> None:
+        """One round of I/O over every connection with work to do."""
+        with self.lock:
+            active = [c for c in self._conns.values() if c.connected and (c.in_flight or c.wants_write)]
+            for conn in active:
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.wants_write else 0)
+                old = self._registered.get(conn)
+                if old is None:
+                    self._selector.register(conn, events, conn)
+                elif old != events:
+                    self._selector.modify(conn, events, conn)
+                self._registered[conn] = events
+            for conn in [c for c in self._registered if c not in active]:
+                self._unregister(conn)
+            if not active:
+                # Nothing on the wire: sleep outside the lock's busy loop.
+                pass
+            else:
+                for key, mask in self._selector.select(timeout):
+                    conn = key.data
+                    if mask & selectors.EVENT_WRITE:
+                        conn.on_writable()
+                    if mask & selectors.EVENT_READ:
+                        conn.on_readable()
+                now = time.monotonic()
+                for conn in active:
+                    conn.check_timeouts(now)
+                return
+        time.sleep(min(timeout, 0.01))
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            for node_id in list(self._conns):
+                self._drop(node_id, KafkaConnectionError("client closed"))
+            self._selector.close()

@@ -1,0 +1,145 @@
+"""A batch of records bound for one partition, and its builder.
+
+Records are kept column-wise (values, keys, headers, timestamps) because the
+record-batch encoder is fastest that way. A batch is encoded once per
+(producer id, epoch, base sequence): a retry with the same identity resends
+the very same bytes, which is what lets the broker drop duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grete.producer.message import Headers
+from grete.protocol.compression import CompressionType
+from grete.protocol.records import encode_batch
+
+
+class ProducerBatch:
+    """Records for one partition plus the bookkeeping of their delivery.
+
+    ``handles`` holds one opaque object per record for the front end (a
+    result index for the sync producer, a future for the background one).
+    """
+
+    __slots__ = (
+        "_encoded",
+        "_encoded_for",
+        "attempts",
+        "base_sequence",
+        "base_timestamp",
+        "created",
+        "handles",
+        "headers",
+        "keys",
+        "maybe_written",
+        "order",
+        "partition",
+        "retry_at",
+        "size",
+        "timestamps",
+        "topic",
+        "values",
+    )
+
+    def __init__(self, topic: str, partition: int, created: float) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.values: list[bytes | None] = []
+        self.keys: list[bytes | None] | None = None
+        self.headers: list[Headers | None] | None = None
+        self.timestamps: list[int] = []
+        self.handles: list[Any] = []
+        self.base_timestamp = 0
+        self.size = 0
+        self.created = created
+        self.attempts = 0
+        self.retry_at = 0.0
+        # None until the batch is first drained under idempotence.
+        self.base_sequence: int | None = None
+        # True once a send's outcome was unknown (connection lost, timeout):
+        # the broker may hold these records even if the batch later fails.
+        self.maybe_written = False
+        # Place in the partition's send order, set by the engine. A tuple so
+        # that the halves of a split batch sort between their neighbours:
+        # (5,) < (5, 0) < (5, 1) < (6,).
+        self.order: tuple[int, ...] = ()
+        self._encoded: bytes | None = None
+        self._encoded_for: tuple[int, int, int, int, int | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return f"<ProducerBatch {self.topic}/{self.partition} n={len(self.values)} seq={self.base_sequence}>"
+
+    def append(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp: int,
+        handle: Any,
+        size: int,
+    ) -> None:
+        """Add one record; columns for keys and headers appear only when a
+        record needs them, so the common unkeyed case stays lean."""
+        n = len(self.values)
+        if n == 0:
+            self.base_timestamp = timestamp
+        if key is not None and self.keys is None:
+            self.keys = [None] * n
+        if self.keys is not None:
+            self.keys.append(key)
+        if headers and self.headers is None:
+            self.headers = [None] * n
+        if self.headers is not None:
+            self.headers.append(headers)
+        self.values.append(value)
+        self.timestamps.append(timestamp)
+        self.handles.append(handle)
+        self.size += size
+
+    def encode(
+        self,
+        compression: CompressionType,
+        level: int | None,
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+    ) -> bytes:
+        seq = -1 if self.base_sequence is None else self.base_sequence
+        identity = (producer_id, producer_epoch, seq, int(compression), level)
+        if self._encoded is None or self._encoded_for != identity:
+            self._encoded = encode_batch(
+                self.values,
+                self.keys,
+                self.headers,
+                self.timestamps,
+                base_timestamp=self.base_timestamp,
+                compression=compression,
+                compression_level=level,
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+                base_sequence=seq,
+            )
+            self._encoded_for = identity
+        return self._encoded
+
+    def split(self) -> tuple[ProducerBatch, ProducerBatch]:
+        """Two halves, in order, for a batch the broker found too large."""
+        half = len(self.values) // 2
+        parts = []
+        for lo, hi in ((0, half), (half, len(self.values))):
+            b = ProducerBatch(self.topic, self.partition, self.created)
+            b.values = self.values[lo:hi]
+            b.keys = None if self.keys is None else self.keys[lo:hi]
+            b.headers = None if self.headers is None else self.headers[lo:hi]
+            b.timestamps = self.timestamps[lo:hi]
+            b.handles = self.handles[lo:hi]
+            b.base_timestamp = b.timestamps[0]
+            b.size = self.size * (hi - lo) // max(1, len(self.values))
+            b.attempts = self.attempts
+            b.maybe_written = self.maybe_written
+            b.order = (*self.order, len(parts))
+            parts.append(b)
+        return parts[0], parts[1]

@@ -1,0 +1,124 @@
+"""Drives a :class:`ProduceEngine` over a blocking :class:`~grete.network.Network`.
+
+The synchronous producer runs :meth:`Driver.step` in the caller's thread until
+its batches are done; the background producer runs the same steps in its
+sender thread. (An asyncio front end would reimplement only this file.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from grete.cluster import Cluster
+from grete.connection import Pending
+from grete.errors import KafkaConnectionError, KafkaError, error_for_code
+from grete.producer.engine import Plan, ProduceEngine
+from grete.protocol import messages as m
+from grete.protocol.errors import error_info
+
+log = logging.getLogger("grete.producer")
+
+# Produce v13 names topics by id; grete speaks up to v12.
+PRODUCE_MAX_VERSION = 12
+
+
+class Driver:
+    """One engine, one cluster; see the module docstring."""
+
+    def __init__(self, engine: ProduceEngine, cluster: Cluster) -> None:
+        self.engine = engine
+        self.cluster = cluster
+        self.network = cluster.network
+        self._next_metadata = 0.0
+        self._next_pid_try = 0.0
+        self._pid_failures = 0
+
+    def leader_of(self, topic: str, partition: int) -> int | None:
+        t = self.cluster._topics.get(topic)
+        p = None if t is None else t.partitions.get(partition)
+        return None if p is None or p.leader is None else p.leader.id
+
+    def step(self, timeout: float) -> None:
+        """Send what is ready, then wait up to ``timeout`` for answers."""
+        engine = self.engine
+        now = time.monotonic()
+        if engine.needs_metadata and now >= self._next_metadata:
+            self._refresh_metadata(now)
+        if engine.needs_producer_id and engine.in_flight == 0 and now >= self._next_pid_try:
+            self._init_producer_id()
+        for plan in engine.plan(time.monotonic(), self.leader_of):
+            self._send_request(plan)
+        wake = engine.next_retry_at()
+        if wake is not None:
+            timeout = max(0.0, min(timeout, wake - time.monotonic()))
+        self.network.poll(timeout)
+
+    def _refresh_metadata(self, now: float) -> None:
+        self.engine.needs_metadata = False
+        # Not more often than the retry backoff: a dead broker must not turn
+        # into a metadata storm.
+        self._next_metadata = now + self.engine.retry_backoff_s
+        topics = list({t for (t, _) in self.engine._partitions})
+        try:
+            self.cluster.update(topics)
+        except KafkaError as exc:
+            log.info("metadata refresh failed: %s", exc)
+            self.engine.needs_metadata = True
+
+    def _send_request(self, plan: Plan) -> None:
+        """Send one Produce request; its answer is handled when it lands."""
+        engine = self.engine
+        try:
+            pending = self.network.send(
+                plan.node_id,
+                m.PRODUCE,
+                plan.body,
+                cap=PRODUCE_MAX_VERSION,
+                expect_response=plan.expect_response,
+            )
+        except KafkaConnectionError as exc:
+            # Nothing left the machine: the batches were certainly not written.
+            engine.on_transport_error(plan, exc, time.monotonic(), sent=False)
+            return
+
+        def landed(p: Pending) -> None:
+            if p.error is not None:
+                engine.on_transport_error(plan, p.error, time.monotonic(), sent=True)
+            else:
+                body = None if p.response is None else p.response.body
+                engine.on_response(plan, body, time.monotonic())
+
+        pending.add_callback(landed)
+
+    def _init_producer_id(self) -> None:
+        """InitProducerId: a first identity, or an epoch bump (KIP-360) of ours."""
+        engine = self.engine
+        body: dict[str, Any] = {
+            "transactional_id": engine.transactional_id,
+            "transaction_timeout_ms": 2_147_483_647,
+            "producer_id": engine.producer_id,
+            "producer_epoch": engine.producer_epoch,
+        }
+        nodes = self.cluster.network.known_nodes or [-1]
+        try:
+            response = self.network.request(nodes[self._pid_failures % len(nodes)], m.INIT_PRODUCER_ID, body)
+            code = response["error_code"]
+            if code != 0:
+                raise error_for_code(code, "InitProducerId")
+        except KafkaError as exc:
+            self._pid_failures += 1
+            retriable = exc.retriable or error_info(getattr(exc, "code", -1)).retriable
+            if not retriable or self._pid_failures > engine.max_retries + 3:
+                log.error("cannot obtain a producer id: %s", exc)
+                engine.fail_all(exc)
+                self._pid_failures = 0
+                return
+            self._next_pid_try = time.monotonic() + engine.retry_backoff_s * self._pid_failures
+            return
+        self._pid_failures = 0
+        log.debug(
+            "producer id %s epoch %s", response["producer_id"], response["producer_epoch"]
+        )
+        engine.set_producer_id(response["producer_id"], response["producer_epoch"])

@@ -1,0 +1,383 @@
+"""The send engine shared by every producer front end.
+
+It decides *what* to send and what each answer means, and never does I/O
+itself: a driver (the blocking ``Producer.produce``, the background sender
+thread, an asyncio task) asks :meth:`ProduceEngine.plan` for requests, sends
+them however it likes, and feeds the outcome back through
+:meth:`ProduceEngine.on_response` / :meth:`ProduceEngine.on_transport_error`.
+
+What it owns:
+
+* per-partition queues, kept in send order, with at most ``max_in_flight``
+  requests per broker and only the head of a partition's queue eligible, so
+  a retry never overtakes an earlier batch;
+* idempotence: producer id/epoch, per-partition sequence numbers assigned
+  when a batch is first sent and kept across retries (so the broker drops
+  duplicates), and an epoch bump when a sequence gap is unavoidable;
+* the error table: retry with exponential backoff and jitter, metadata
+  refresh on stale-metadata errors, splitting of batches the broker finds too
+  large, and a bounded number of attempts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grete.errors import (
+    KafkaError,
+    LeaderNotAvailable,
+    MessageSizeTooLarge,
+    error_for_code,
+)
+from grete.producer.batch import ProducerBatch
+from grete.protocol.compression import CompressionType
+from grete.protocol.errors import error_info
+
+# Error codes with a meaning of their own here (protocol/errors.py has them all).
+_MESSAGE_TOO_LARGE = 10
+_RECORD_LIST_TOO_LARGE = 18
+_OUT_OF_ORDER_SEQUENCE = 45
+_DUPLICATE_SEQUENCE = 46
+_UNKNOWN_PRODUCER_ID = 59
+
+_SEQUENCE_WRAP = 1 << 31
+
+
+def _order(batch: ProducerBatch) -> tuple[int, ...]:
+    return batch.order
+
+# (batch, base_offset, log_append_time_ms, error)
+DoneCallback = Callable[[ProducerBatch, int, int, "KafkaError | None"], None]
+
+
+@dataclass
+class Plan:
+    """One Produce request to send: to ``node_id``, carrying ``batches``."""
+
+    node_id: int
+    body: dict[str, Any]
+    batches: list[ProducerBatch]
+    expect_response: bool
+
+
+@dataclass
+class _PartitionState:
+    queue: list[ProducerBatch] = field(default_factory=list)  # sorted by batch.order
+    in_flight: int = 0
+    next_sequence: int = 0
+    next_order: int = 0
+
+
+class ProduceEngine:
+    """See the module docstring. Not thread-safe: one driver owns it."""
+
+    def __init__(
+        self,
+        *,
+        on_done: DoneCallback,
+        acks: int,
+        timeout_ms: int,
+        compression: CompressionType = CompressionType.NONE,
+        compression_level: int | None = None,
+        max_retries: int = 3,
+        retry_backoff_s: float = 0.1,
+        retry_backoff_max_s: float = 1.0,
+        max_request_size: int = 1 << 20,
+        max_in_flight: int = 5,
+        idempotent: bool = False,
+        transactional_id: str | None = None,
+    ) -> None:
+        self.on_done = on_done
+        self.acks = acks
+        self.timeout_ms = timeout_ms
+        self.compression = compression
+        self.compression_level = compression_level
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_backoff_max_s = retry_backoff_max_s
+        self.max_request_size = max_request_size
+        self.max_in_flight = max_in_flight
+        self.idempotent = idempotent
+        self.transactional_id = transactional_id
+        self.producer_id = -1
+        self.producer_epoch = -1
+        # Set when a sequence gap cannot be avoided (a batch failed for good,
+        # or was split): sending pauses until nothing is in flight, then the
+        # driver bumps the epoch (InitProducerId) and sequences restart at 0.
+        self.needs_epoch_bump = False
+        self.needs_metadata = False
+        self._partitions: dict[tuple[str, int], _PartitionState] = {}
+        self._node_in_flight: dict[int, int] = {}
+        self._queued = 0
+        self.in_flight = 0
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def needs_producer_id(self) -> bool:
+        return self.idempotent and (self.producer_id < 0 or self.needs_epoch_bump)
+
+    @property
+    def idle(self) -> bool:
+        return self._queued == 0 and self.in_flight == 0
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def set_producer_id(self, producer_id: int, epoch: int) -> None:
+        """Adopt a new identity; every partition's sequence restarts at 0."""
+        self.producer_id, self.producer_epoch = producer_id, epoch
+        self.needs_epoch_bump = False
+        for state in self._partitions.values():
+            state.next_sequence = 0
+            for batch in state.queue:
+                batch.base_sequence = None
+
+    def _state(self, batch: ProducerBatch) -> _PartitionState:
+        key = (batch.topic, batch.partition)
+        state = self._partitions.get(key)
+        if state is None:
+            state = self._partitions[key] = _PartitionState()
+        return state
+
+    # -- queueing ----------------------------------------------------------
+
+    def add(self, batch: ProducerBatch) -> None:
+        """Queue a new batch behind every earlier batch of its partition."""
+        state = self._state(batch)
+        batch.order = (state.next_order,)
+        state.next_order += 1
+        state.queue.append(batch)
+        self._queued += 1
+
+    def _requeue(self, batch: ProducerBatch, state: _PartitionState, now: float, *, count: bool) -> None:
+        """Put a batch back in its place (by original order) for another try."""
+        if count:
+            backoff = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
+            batch.retry_at = now + backoff * random.uniform(0.8, 1.2)
+        bisect.insort(state.queue, batch, key=_order)
+        self._queued += 1
+
+    def _finish(self, batch: ProducerBatch, offset: int, append_time: int, error: KafkaError | None) -> None:
+        self.on_done(batch, offset, append_time, error)
+
+    def fail_all(self, error: KafkaError) -> None:
+        """Fail every queued batch (on close, or when the producer id is lost)."""
+        for state in self._partitions.values():
+            batches, state.queue = state.queue, []
+            self._queued -= len(batches)
+            for batch in batches:
+                self._finish(batch, -1, -1, error)
+
+    def expire(self, now: float, deadline_of: Callable[[ProducerBatch], float]) -> None:
+        """Fail queued batches whose delivery deadline passed (background producer)."""
+        from grete.errors import DeliveryTimeoutError
+
+        for state in self._partitions.values():
+            keep = []
+            for batch in state.queue:
+                if deadline_of(batch) <= now:
+                    self._queued -= 1
+                    self._finish(
+                        batch, -1, -1, DeliveryTimeoutError(batch.topic, batch.partition, batch.maybe_written)
+                    )
+                    if self.idempotent and batch.base_sequence is not None:
+                        self.needs_epoch_bump = True
+                else:
+                    keep.append(batch)
+            state.queue = keep
+
+    # -- planning ----------------------------------------------------------
+
+    def next_retry_at(self) -> float | None:
+        heads = [s.queue[0].retry_at for s in self._partitions.values() if s.queue]
+        return min(heads) if heads else None
+
+    def plan(self, now: float, leader_of: Callable[[str, int], int | None]) -> list[Plan]:
+        """Requests ready to go now. ``leader_of(topic, partition)`` gives the
+        leader's node id, or None when metadata has none."""
+        if self._queued == 0 or (self.idempotent and self.needs_producer_id):
+            return []
+        per_partition_limit = self.max_in_flight
+        # Group eligible partition heads by leader.
+        by_node: dict[int, list[tuple[_PartitionState, ProducerBatch]]] = {}
+        for (topic, partition), state in self._partitions.items():
+            if not state.queue or state.in_flight >= per_partition_limit:
+                continue
+            head = state.queue[0]
+            if head.retry_at > now:
+                continue
+            node = leader_of(topic, partition)
+            if node is None:
+                self._no_leader(state, head, now)
+                continue
+            by_node.setdefault(node, []).append((state, head))
+        plans: list[Plan] = []
+        for node, heads in by_node.items():
+            while heads and self._node_in_flight.get(node, 0) < self.max_in_flight:
+                plan, heads = self._build(node, heads, now)
+                plans.append(plan)
+        return plans
+
+    def _no_leader(self, state: _PartitionState, batch: ProducerBatch, now: float) -> None:
+        """Waiting for a leader counts as an attempt, so it is bounded too."""
+        self.needs_metadata = True
+        batch.attempts += 1
+        if batch.attempts > self.max_retries:
+            state.queue.pop(0)
+            self._queued -= 1
+            self._gap(batch)
+            self._finish(
+                batch, -1, -1,
+                LeaderNotAvailable(f"no leader for {batch.topic}/{batch.partition} after "
+                                   f"{batch.attempts} attempts"),
+            )
+        else:
+            backoff = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
+            batch.retry_at = now + backoff
+
+    def _build(
+        self,
+        node: int,
+        heads: list[tuple[_PartitionState, ProducerBatch]],
+        now: float,
+    ) -> tuple[Plan, list[tuple[_PartitionState, ProducerBatch]]]:
+        """One request: at most one batch per partition (Kafka's rule for v3+),
+        bounded by ``max_request_size``; the rest is left for the next one."""
+        topics: dict[str, list[dict[str, Any]]] = {}
+        batches: list[ProducerBatch] = []
+        rest: list[tuple[_PartitionState, ProducerBatch]] = []
+        size = 0
+        for state, batch in heads:
+            if self.idempotent and batch.base_sequence is None:
+                batch.base_sequence = state.next_sequence
+                state.next_sequence = (state.next_sequence + len(batch)) % _SEQUENCE_WRAP
+            data = batch.encode(
+                self.compression, self.compression_level, self.producer_id, self.producer_epoch
+            )
+            if batches and size + len(data) > self.max_request_size:
+                rest.append((state, batch))
+                continue
+            size += len(data)
+            state.queue.pop(0)
+            self._queued -= 1
+            state.in_flight += 1
+            batch.attempts += 1
+            batches.append(batch)
+            topics.setdefault(batch.topic, []).append({"index": batch.partition, "records": data})
+            # The next batch of this partition may ride in the next request.
+            if state.queue and state.in_flight < self.max_in_flight and state.queue[0].retry_at <= now:
+                rest.append((state, state.queue[0]))
+        body = {
+            "transactional_id": self.transactional_id,
+            "acks": self.acks,
+            "timeout_ms": self.timeout_ms,
+            "topic_data": [{"name": t, "partition_data": p} for t, p in topics.items()],
+        }
+        self._node_in_flight[node] = self._node_in_flight.get(node, 0) + 1
+        self.in_flight += 1
+        return Plan(node, body, batches, self.acks != 0), rest
+
+    # -- outcomes ----------------------------------------------------------
+
+    def _landed(self, plan: Plan) -> None:
+        self._node_in_flight[plan.node_id] -= 1
+        self.in_flight -= 1
+        for batch in plan.batches:
+            self._state(batch).in_flight -= 1
+
+    def on_response(self, plan: Plan, body: dict[str, Any] | None, now: float) -> None:
+        """The broker answered ``plan`` (``body`` is None for acks=0)."""
+        self._landed(plan)
+        if body is None:
+            for batch in plan.batches:
+                self._finish(batch, -1, -1, None)
+            return
+        results: dict[tuple[str, int], dict[str, Any]] = {}
+        for topic in body["responses"]:
+            for p in topic["partition_responses"]:
+                results[(topic["name"], p["index"])] = p
+        for batch in plan.batches:
+            p = results.get((batch.topic, batch.partition))
+            if p is None:
+                self._failed(batch, now, KafkaError(
+                    f"broker answered without {batch.topic}/{batch.partition}"), retriable=True)
+                continue
+            code = p["error_code"]
+            if code == 0:
+                self._finish(batch, p["base_offset"], p.get("log_append_time_ms", -1), None)
+            elif code == _DUPLICATE_SEQUENCE:
+                # Already written by an earlier attempt whose answer was lost.
+                self._finish(batch, -1, -1, None)
+            else:
+                self._broker_error(batch, p, now)
+
+    def _broker_error(self, batch: ProducerBatch, p: dict[str, Any], now: float) -> None:
+        code = p["error_code"]
+        state = self._state(batch)
+        detail = p.get("error_message") or ""
+        for rec in p.get("record_errors") or ():
+            detail += f" (record {rec.get('batch_index')}: {rec.get('batch_index_error_message')})"
+        where = f"{batch.topic}/{batch.partition}"
+        if code in (_MESSAGE_TOO_LARGE, _RECORD_LIST_TOO_LARGE) and len(batch) > 1:
+            first, second = batch.split()
+            first.base_sequence = second.base_sequence = None
+            self._requeue(second, state, now, count=False)
+            self._requeue(first, state, now, count=False)
+            self._gap(batch)
+            return
+        if code == _MESSAGE_TOO_LARGE or code == _RECORD_LIST_TOO_LARGE:
+            self._gap(batch)
+            self._finish(batch, -1, -1, MessageSizeTooLarge(
+                f"the message to {where} is larger than the broker accepts "
+                f"(topic max.message.bytes) {detail}".rstrip()))
+            return
+        if code == _OUT_OF_ORDER_SEQUENCE and self._earlier_pending(batch, state):
+            # An earlier batch of this partition is being retried; this one was
+            # refused only because it came too soon. Not an attempt of its own.
+            batch.attempts -= 1
+            self._requeue(batch, state, now, count=False)
+            return
+        if self.idempotent and code in (_OUT_OF_ORDER_SEQUENCE, _UNKNOWN_PRODUCER_ID):
+            # The broker lost our sequence state: new epoch, sequences from 0.
+            self.needs_epoch_bump = True
+            self._failed(batch, now, error_for_code(code, f"{where} {detail}".strip()), retriable=True)
+            return
+        info = error_info(code)
+        if info.invalid_metadata:
+            self.needs_metadata = True
+        self._failed(batch, now, error_for_code(code, f"{where} {detail}".strip()), info.retriable)
+
+    def _earlier_pending(self, batch: ProducerBatch, state: _PartitionState) -> bool:
+        return bool(state.queue) and state.queue[0].order < batch.order or state.in_flight > 0
+
+    def on_transport_error(self, plan: Plan, error: KafkaError, now: float, *, sent: bool) -> None:
+        """The request could not be sent (``sent=False``: certainly not
+        written), or its connection failed or timed out after it left: the
+        outcome is unknown, and a retry keeps the batch's sequence so the
+        broker can drop it if it did land."""
+        self._landed(plan)
+        self.needs_metadata = True
+        for batch in plan.batches:
+            batch.maybe_written = batch.maybe_written or sent
+            self._failed(batch, now, error, retriable=True)
+
+    def _failed(self, batch: ProducerBatch, now: float, error: KafkaError, retriable: bool) -> None:
+        if retriable and batch.attempts <= self.max_retries:
+            self._requeue(batch, self._state(batch), now, count=True)
+            return
+        self._gap(batch)
+        self._finish(batch, -1, -1, error)
+
+    def _gap(self, batch: ProducerBatch) -> None:
+        """``batch`` leaves its partition's sequence for good; later batches
+        would be refused as out of order, so the epoch must be bumped."""
+        if self.idempotent and batch.base_sequence is not None:
+            self.needs_epoch_bump = True
+
+

@@ -1,0 +1,63 @@
+"""Errors of the producers (re-exported by :mod:`grete.errors`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from grete.errors import ConfigurationError, KafkaError
+
+if TYPE_CHECKING:
+    from grete.producer.message import DeliveryResult
+
+
+class InvalidMessageError(ConfigurationError, TypeError):
+    """A message the producer cannot send as given (wrong type or shape, a
+    negative timestamp, a partition the topic does not have). Raised before
+    anything is sent."""
+
+
+class ProducerClosedError(KafkaError):
+    """The producer was closed."""
+
+
+class DeliveryTimeoutError(KafkaError):
+    """A message's ``delivery_timeout_ms`` ran out before it was acknowledged."""
+
+    def __init__(self, topic: str, partition: int, maybe_written: bool) -> None:
+        how = "it may have been written" if maybe_written else "it was not written"
+        super().__init__(f"delivery to {topic}/{partition} timed out ({how})")
+        self.maybe_written = maybe_written
+
+
+class MessageFailure(NamedTuple):
+    """Why one message of a ``produce()`` call was not acknowledged.
+
+    ``maybe_written`` is True when a send's outcome was unknown (the
+    connection broke or timed out after the request left): the message may
+    be in the log. False means the broker refused it: it was not written.
+    """
+
+    index: int
+    error: KafkaError
+    maybe_written: bool
+
+
+class ProduceFailureError(KafkaError):
+    """Some messages of a ``produce()`` call were not acknowledged.
+
+    ``results[i]`` is the :class:`~grete.DeliveryResult` of message ``i`` or
+    None when it failed; ``failures`` says, per failed message, why and
+    whether it may have been written anyway.
+    """
+
+    def __init__(
+        self, results: Sequence[DeliveryResult | None], failures: Sequence[MessageFailure]
+    ) -> None:
+        first = failures[0]
+        super().__init__(
+            f"{len(failures)} of {len(results)} message(s) failed; "
+            f"first: message {first.index}: {first.error}"
+        )
+        self.results = list(results)
+        self.failures = list(failures)
