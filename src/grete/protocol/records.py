@@ -1,0 +1,657 @@
+"""Record batch v2 (magic 2): a column-oriented encoder and a defensive decoder.
+
+Layout (all integers big-endian)::
+
+    baseOffset int64 | batchLength int32 | partitionLeaderEpoch int32 | magic int8 (2)
+    crc uint32 (CRC-32C of everything after it) | attributes int16
+    lastOffsetDelta int32 | baseTimestamp int64 | maxTimestamp int64
+    producerId int64 | producerEpoch int16 | baseSequence int32 | recordCount int32
+    records... (one compressed blob when the codec is not NONE)
+
+    record: length varint | attributes int8 | timestampDelta varlong
+            offsetDelta varint | keyLength varint (-1 = null) | key
+            valueLength varint (-1 = null) | value | headerCount varint
+            headers: keyLength varint | key (UTF-8) | valueLength varint | value
+
+Varints are zigzag-encoded. This module is the producer's hot path, so the encoder
+avoids per-record Python work: every small varint comes from precomputed tables
+(indexed by length, offset delta or timestamp delta), record lengths are summed
+column-wise with ``map(operator.add, ...)`` rather than by encoding twice, and the
+columns are interleaved into one list by slice assignment before a single
+``b"".join``. Records outside the tables' range (huge values, negative timestamp
+deltas, giant batches) take a plain per-record loop that is slower but exact.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add, sub
+from typing import NamedTuple, cast
+
+from grete.errors import ConfigurationError, CorruptRecordError, ProtocolError
+from grete.protocol.compression import (
+    DEFAULT_MAX_DECOMPRESSED_SIZE,
+    CompressionType,
+    compress,
+    decompress,
+    validate_level,
+)
+from grete.protocol.crc32c import crc32c
+
+__all__ = [
+    "BATCH_OVERHEAD",
+    "Header",
+    "Record",
+    "RecordBatch",
+    "decode_batches",
+    "encode_batch",
+    "record_size",
+]
+
+Header = tuple[str, "bytes | None"]
+
+#: Bytes of a batch's header (everything before the first record).
+BATCH_OVERHEAD = 61
+
+_MAGIC = 2
+_ATTR_COMPRESSION_MASK = 0x07
+_ATTR_LOG_APPEND_TIME = 0x08
+_ATTR_TRANSACTIONAL = 0x10
+_ATTR_CONTROL = 0x20
+_ATTR_DELETE_HORIZON = 0x40
+
+# baseOffset, batchLength, partitionLeaderEpoch, magic, crc
+_HEAD = struct.Struct(">qiibI")
+# attributes, lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch,
+# baseSequence, recordCount: the part covered by the CRC.
+_TAIL = struct.Struct(">hiqqqhii")
+_CRC_START = _HEAD.size  # 21
+# The smallest record: 1-byte length + attributes, timestamp delta, offset delta,
+# key length, value length and header count of one byte each.
+_MIN_RECORD = 7
+# Records in a batch cannot exceed what the 32-bit length could describe anyway,
+# and no decoded length may exceed this many bytes.
+_MIN_BATCH_LENGTH = BATCH_OVERHEAD - 12
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _zz(n: int) -> bytes:
+    """Zigzag varlong of a signed 64-bit ``n``."""
+    return _uvarint((n << 1) ^ (n >> 63))
+
+
+# --- tables -------------------------------------------------------------------------
+
+# Lengths, offset deltas, timestamp deltas and record lengths below _M use tables.
+# 16 Ki entries covers values up to ~16 KiB and batches up to 16 Ki records for a
+# few MiB of memory, built once at import (~10 ms).
+_M = 1 << 14
+
+# _LEN[n] is the zigzag varint of n; _LEN[-1] (the extra last slot) is that of -1,
+# the null length, so a length list using -1 for None indexes the tables directly.
+_LEN: list[bytes] = [_zz(n) for n in range(_M)] + [b"\x01"]
+# _SIZE[n]: bytes taken by a length-prefixed field of n bytes (prefix + data).
+_SIZE: list[int] = [n + len(_LEN[n]) for n in range(_M)] + [1]
+# A record's length preceded by the previous record's empty header count (0), so
+# records without headers need no separate piece for it.
+_LENZ: list[bytes] = [b"\x00" + b for b in _LEN[:_M]]
+# Attributes (always 0 on records) followed by the timestamp delta.
+_TSA: list[bytes] = [b"\x00" + b for b in _LEN[:_M]]
+_TSA_SIZE: list[int] = [1 + len(b) for b in _LEN[:_M]]
+# Per offset delta: [attributes, timestamp delta 0,] offset delta [, null key length].
+_PFX_TS0_NOKEY: list[bytes] = [b"\x00\x00" + b + b"\x01" for b in _LEN[:_M]]
+_PFX_TS0: list[bytes] = [b"\x00\x00" + b for b in _LEN[:_M]]
+_PFX_NOKEY: list[bytes] = [b + b"\x01" for b in _LEN[:_M]]
+_PFX: list[bytes] = _LEN[:_M]
+# _FIXED[c][i]: c fixed one-byte fields plus the size of offset delta i.
+_FIXED: list[list[int]] = [[c + len(b) for b in _LEN[:_M]] for c in range(5)]
+
+
+def _header_blob(hs: Sequence[tuple[str, bytes | None]] | None) -> bytes:
+    """Header count and headers of one record."""
+    if not hs:
+        return b"\x00"
+    n = len(hs)
+    parts = [_LEN[n] if n < _M else _zz(n)]
+    append = parts.append
+    for key, value in hs:
+        kb = key.encode()
+        kl = len(kb)
+        append(_LEN[kl] if kl < _M else _zz(kl))
+        append(kb)
+        if value is None:
+            append(b"\x01")
+        else:
+            vl = len(value)
+            append(_LEN[vl] if vl < _M else _zz(vl))
+            append(value)
+    return b"".join(parts)
+
+
+def record_size(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
+    *,
+    offset_delta: int = 0,
+    timestamp_delta: int = 0,
+) -> int:
+    """Encoded size of one record in a batch, its length prefix included.
+
+    The offset and timestamp deltas change the size by a few bytes: pass the
+    largest expected (e.g. the batch's record limit) for an upper bound.
+    """
+    body = 1 + len(_zz(timestamp_delta)) + len(_zz(offset_delta))
+    body += 1 if key is None else len(key) + len(_zz(len(key)))
+    body += 1 if value is None else len(value) + len(_zz(len(value)))
+    body += len(_header_blob(headers))
+    return body + len(_zz(body))
+
+
+# --- encoder ------------------------------------------------------------------------
+
+
+def encode_batch(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None] | None = None,
+    headers: Sequence[Sequence[tuple[str, bytes | None]] | None] | None = None,
+    timestamps: Sequence[int] | None = None,
+    *,
+    base_timestamp: int,
+    base_offset: int = 0,
+    compression: CompressionType = CompressionType.NONE,
+    compression_level: int | None = None,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    is_transactional: bool = False,
+    partition_leader_epoch: int = -1,
+) -> bytes:
+    """Encode one record batch v2 holding ``values`` (with CreateTime timestamps).
+
+    ``keys``, ``headers`` and ``timestamps`` are optional columns of the same length
+    as ``values``; ``timestamps`` are absolute milliseconds (None: every record at
+    ``base_timestamp``). Raises :class:`ConfigurationError` for inconsistent
+    arguments and :class:`UnsupportedCodecError` for a codec whose library is missing.
+    """
+    n = len(values)
+    if n == 0:
+        raise ConfigurationError("a record batch needs at least one record")
+    for name, column in (("keys", keys), ("headers", headers), ("timestamps", timestamps)):
+        if column is not None and len(column) != n:
+            raise ConfigurationError(f"{name} has {len(column)} entries for {n} values")
+    compression = CompressionType(compression)
+    validate_level(compression, compression_level)
+
+    deltas: list[int] | None = None
+    max_timestamp = base_timestamp
+    if timestamps is not None:
+        deltas = list(map(sub, timestamps, repeat(base_timestamp, n)))
+        if deltas.count(0) == n:
+            deltas = None
+        else:
+            max_timestamp = base_timestamp + max(deltas)
+    if keys is not None and keys.count(None) == n:
+        keys = None
+    if headers is not None and not any(headers):
+        headers = None
+
+    try:
+        parts = _encode_columns(values, keys, headers, deltas, n)
+        if parts is None:
+            parts = _encode_records_slow(values, keys, headers, deltas, n)
+        blob = b"".join(parts)
+    except TypeError as exc:
+        raise TypeError(
+            f"record keys, values and header values must be bytes or None ({exc})"
+        ) from None
+
+    if compression is not CompressionType.NONE:
+        blob = compress(compression, blob, compression_level)
+    attributes = compression | (_ATTR_TRANSACTIONAL if is_transactional else 0)
+    try:
+        tail = _TAIL.pack(
+            attributes,
+            n - 1,
+            base_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            n,
+        )
+        crc = crc32c(blob, crc32c(tail))
+        head = _HEAD.pack(
+            base_offset, len(blob) + BATCH_OVERHEAD - 12, partition_leader_epoch, _MAGIC, crc
+        )
+    except struct.error as exc:
+        raise ConfigurationError(f"batch header field out of range: {exc}") from None
+    return b"".join((head, tail, blob))
+
+
+def _lengths(column: Sequence[bytes | None]) -> tuple[list[int], Sequence[bytes]]:
+    """Lengths (-1 for None) and the pieces to write (b"" for None) of a column."""
+    try:
+        present = cast("Sequence[bytes]", column)
+        return list(map(len, present)), present
+    except TypeError:
+        lens = [-1 if x is None else len(x) for x in column]
+        return lens, [b"" if x is None else x for x in column]
+
+
+def _encode_columns(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None] | None,
+    headers: Sequence[Sequence[tuple[str, bytes | None]] | None] | None,
+    deltas: list[int] | None,
+    n: int,
+) -> list[bytes] | None:
+    """The records as pieces to join, built column by column; None if out of table range."""
+    if n > _M:
+        return None
+    if deltas is not None and (min(deltas) < 0 or max(deltas) >= _M):
+        return None
+    vlens, vpieces = _lengths(values)
+    if max(vlens) >= _M:
+        return None
+    klens: list[int] = []
+    kpieces: Sequence[bytes] = ()
+    if keys is not None:
+        klens, kpieces = _lengths(keys)
+        if max(klens) >= _M:
+            return None
+
+    if deltas is None and headers is None and vlens.count(vlens[0]) == n:
+        if keys is None:
+            return _encode_uniform(vpieces, None, -2, vlens[0], n)
+        if klens.count(klens[0]) == n:
+            return _encode_uniform(vpieces, kpieces, klens[0], vlens[0], n)
+
+    # Fixed one-byte fields not covered by a column: attributes and a zero timestamp
+    # delta (unless the timestamp column holds them), a null key length (unless there
+    # is a key column), and a zero header count (unless there is a header column).
+    fixed = (
+        (2 if deltas is None else 0) + (1 if keys is None else 0) + (1 if headers is None else 0)
+    )
+    total = map(add, _FIXED[fixed][:n], map(_SIZE.__getitem__, vlens))
+    if keys is not None:
+        total = map(add, total, map(_SIZE.__getitem__, klens))
+    if deltas is not None:
+        total = map(add, total, map(_TSA_SIZE.__getitem__, deltas))
+    hblobs: list[bytes] = []
+    if headers is not None:
+        hblobs = list(map(_header_blob, headers))
+        total = map(add, total, map(len, hblobs))
+    rec_lens = list(total)
+    if max(rec_lens) >= _M:
+        return None
+
+    columns: list[Sequence[bytes]] = []
+    if headers is None:
+        columns.append(list(map(_LENZ.__getitem__, rec_lens)))
+    else:
+        columns.append(list(map(_LEN.__getitem__, rec_lens)))
+    if deltas is None:
+        columns.append((_PFX_TS0_NOKEY if keys is None else _PFX_TS0)[:n])
+    else:
+        columns.append(list(map(_TSA.__getitem__, deltas)))
+        columns.append((_PFX_NOKEY if keys is None else _PFX)[:n])
+    if keys is not None:
+        columns.append(list(map(_LEN.__getitem__, klens)))
+        columns.append(kpieces)
+    columns.append(list(map(_LEN.__getitem__, vlens)))
+    columns.append(vpieces)
+    if headers is not None:
+        columns.append(hblobs)
+
+    k = len(columns)
+    stop = k * n
+    parts: list[bytes] = [b""] * (stop + 1)
+    for j, column in enumerate(columns):
+        parts[j:stop:k] = column
+    if headers is None:
+        # The first record has no previous header count; the last one needs its own.
+        parts[0] = _LEN[rec_lens[0]]
+        parts[stop] = b"\x00"
+    return parts
+
+
+# (key length or -2 for no keys, value length) -> per-offset record prefixes.
+_UNIFORM_CACHE: dict[tuple[int, int], list[bytes]] = {}
+_UNIFORM_CACHE_MAX = 64
+
+
+def _uniform_prefixes(klen: int, vlen: int, n: int) -> list[bytes]:
+    """Everything before the key (or, without keys, before the value) of records
+    0..n-1 whose keys and values all have the same lengths.
+
+    Producers usually send same-sized records, so caching these per length pair
+    halves the pieces the join has to walk compared to the column layout.
+    """
+    cache_key = (klen, vlen)
+    prefixes = _UNIFORM_CACHE.get(cache_key)
+    if prefixes is not None and len(prefixes) >= n:
+        return prefixes
+    if len(_UNIFORM_CACHE) >= _UNIFORM_CACHE_MAX:
+        _UNIFORM_CACHE.clear()
+    # Grow geometrically so a slowly rising record count does not rebuild every time,
+    # but never past the offsets whose record length still fits the tables.
+    size = n if prefixes is None else min(max(n, 2 * len(prefixes)), _M)
+    if klen == -2:
+        fixed, pfx, extra, tail = _FIXED[4], _PFX_TS0_NOKEY, _SIZE[vlen], _LEN[vlen]
+    else:
+        fixed, pfx, extra, tail = _FIXED[3], _PFX_TS0, _SIZE[vlen] + _SIZE[klen], _LEN[klen]
+    if fixed[size - 1] + extra >= _M:
+        size = n
+    rec_lens = [f + extra for f in fixed[:size]]
+    prefixes = [
+        a + b + tail for a, b in zip(map(_LENZ.__getitem__, rec_lens), pfx[:size], strict=True)
+    ]
+    # The first record has no previous record's header count before its length.
+    prefixes[0] = prefixes[0][1:]
+    _UNIFORM_CACHE[cache_key] = prefixes
+    return prefixes
+
+
+def _encode_uniform(
+    values: Sequence[bytes],
+    keys: Sequence[bytes] | None,
+    klen: int,
+    vlen: int,
+    n: int,
+) -> list[bytes] | None:
+    if max(klen, vlen) >= _M or _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] >= _M:
+        return None
+    prefixes = _uniform_prefixes(klen, vlen, n)
+    if keys is None:
+        stop = 2 * n
+        parts: list[bytes] = [b""] * (stop + 1)
+        parts[0:stop:2] = prefixes[:n]
+        parts[1:stop:2] = values
+    else:
+        stop = 4 * n
+        parts = [b""] * (stop + 1)
+        parts[0:stop:4] = prefixes[:n]
+        parts[1:stop:4] = keys
+        parts[2:stop:4] = [_LEN[vlen]] * n
+        parts[3:stop:4] = values
+    parts[stop] = b"\x00"
+    return parts
+
+
+def _encode_records_slow(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None] | None,
+    headers: Sequence[Sequence[tuple[str, bytes | None]] | None] | None,
+    deltas: list[int] | None,
+    n: int,
+) -> list[bytes]:
+    """Record-at-a-time encoding for whatever the tables do not cover."""
+    parts: list[bytes] = []
+    for i in range(n):
+        body = [b"\x00", _zz(deltas[i]) if deltas is not None else b"\x00", _zz(i)]
+        key = keys[i] if keys is not None else None
+        if key is None:
+            body.append(b"\x01")
+        else:
+            body.append(_zz(len(key)))
+            body.append(key)
+        value = values[i]
+        if value is None:
+            body.append(b"\x01")
+        else:
+            body.append(_zz(len(value)))
+            body.append(value)
+        body.append(_header_blob(headers[i] if headers is not None else None))
+        record = b"".join(body)
+        parts.append(_zz(len(record)))
+        parts.append(record)
+    return parts
+
+
+# --- decoder ------------------------------------------------------------------------
+
+
+class Record(NamedTuple):
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+@dataclass
+class RecordBatch:
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def compression(self) -> CompressionType:
+        return CompressionType(self.attributes & _ATTR_COMPRESSION_MASK)
+
+    @property
+    def timestamp_type(self) -> int:
+        """0 for CreateTime, 1 for LogAppendTime."""
+        return 1 if self.attributes & _ATTR_LOG_APPEND_TIME else 0
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & _ATTR_TRANSACTIONAL)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & _ATTR_CONTROL)
+
+    @property
+    def has_delete_horizon(self) -> bool:
+        return bool(self.attributes & _ATTR_DELETE_HORIZON)
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+
+def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Zigzag varlong at ``pos``; ProtocolError when truncated or over 10 bytes."""
+    shift = 0
+    result = 0
+    limit = min(end, pos + 10)
+    while pos < limit:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+    if pos >= end:
+        raise ProtocolError("truncated varint in record")
+    raise ProtocolError("varint longer than 10 bytes in record")
+
+
+def decode_batches(
+    data: bytes | bytearray | memoryview,
+    *,
+    allow_partial_tail: bool = False,
+    max_decompressed_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE,
+) -> list[RecordBatch]:
+    """Decode the record batches of ``data`` (a produce or fetch records field).
+
+    The input is untrusted: anything malformed raises :class:`ProtocolError` (a bad
+    CRC raises its subclass :class:`CorruptRecordError`) in time linear in its size.
+    Fetch responses may cut the last batch short; with ``allow_partial_tail`` such
+    an incomplete trailing batch is silently dropped, otherwise it is an error.
+    Legacy message sets (magic 0 and 1) are not supported.
+    """
+    buf = data if isinstance(data, bytes) else bytes(data)
+    view = memoryview(buf)
+    end = len(buf)
+    pos = 0
+    batches: list[RecordBatch] = []
+    while pos < end:
+        if end - pos < 17:
+            if allow_partial_tail:
+                break
+            raise ProtocolError(f"truncated record batch header at byte {pos}")
+        base_offset, batch_length, leader_epoch, magic = struct.unpack_from(">qiib", buf, pos)
+        if magic != _MAGIC:
+            raise ProtocolError(f"unsupported magic {magic} at byte {pos} (only v2 batches)")
+        if batch_length < _MIN_BATCH_LENGTH:
+            raise ProtocolError(f"record batch length {batch_length} is too small")
+        batch_end = pos + 12 + batch_length
+        if batch_end > end:
+            if allow_partial_tail:
+                break
+            raise ProtocolError(
+                f"record batch at byte {pos} needs {batch_length + 12} bytes, "
+                f"only {end - pos} remain"
+            )
+        (crc,) = struct.unpack_from(">I", buf, pos + 17)
+        actual = crc32c(view[pos + _CRC_START : batch_end])
+        if actual != crc:
+            raise CorruptRecordError(
+                f"record batch at offset {base_offset} has CRC {actual:#010x}, "
+                f"header says {crc:#010x}"
+            )
+        (
+            attributes,
+            last_offset_delta,
+            base_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            count,
+        ) = _TAIL.unpack_from(buf, pos + _CRC_START)
+        batch = RecordBatch(
+            base_offset,
+            batch_length,
+            leader_epoch,
+            magic,
+            crc,
+            attributes,
+            last_offset_delta,
+            base_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        )
+        codec = attributes & _ATTR_COMPRESSION_MASK
+        if codec > CompressionType.ZSTD:
+            raise ProtocolError(f"unknown compression type {codec} in record batch")
+        start = pos + BATCH_OVERHEAD
+        if codec:
+            rbuf = decompress(CompressionType(codec), view[start:batch_end], max_decompressed_size)
+            rstart, rend = 0, len(rbuf)
+        else:
+            rbuf, rstart, rend = buf, start, batch_end
+        if count < 0 or count > (rend - rstart) // _MIN_RECORD:
+            raise ProtocolError(f"record count {count} cannot fit in {rend - rstart} bytes")
+        fixed_ts = max_timestamp if attributes & _ATTR_LOG_APPEND_TIME else None
+        batch.records = _decode_records(
+            rbuf, rstart, rend, count, base_offset, base_timestamp, fixed_ts
+        )
+        batches.append(batch)
+        pos = batch_end
+    return batches
+
+
+def _decode_records(
+    buf: bytes,
+    pos: int,
+    end: int,
+    count: int,
+    base_offset: int,
+    base_timestamp: int,
+    fixed_timestamp: int | None,
+) -> list[Record]:
+    records: list[Record] = []
+    append = records.append
+    rv = _read_varint
+    for _ in range(count):
+        length, pos = rv(buf, pos, end)
+        rec_end = pos + length
+        if length < 6 or rec_end > end:
+            raise ProtocolError(f"record length {length} is impossible here")
+        pos += 1  # record attributes: unused by the protocol
+        ts_delta, pos = rv(buf, pos, rec_end)
+        off_delta, pos = rv(buf, pos, rec_end)
+        klen, pos = rv(buf, pos, rec_end)
+        key: bytes | None = None
+        if klen >= 0:
+            if klen > rec_end - pos:
+                raise ProtocolError(f"record key length {klen} overruns the record")
+            key = buf[pos : pos + klen]
+            pos += klen
+        elif klen != -1:
+            raise ProtocolError(f"negative record key length {klen}")
+        vlen, pos = rv(buf, pos, rec_end)
+        value: bytes | None = None
+        if vlen >= 0:
+            if vlen > rec_end - pos:
+                raise ProtocolError(f"record value length {vlen} overruns the record")
+            value = buf[pos : pos + vlen]
+            pos += vlen
+        elif vlen != -1:
+            raise ProtocolError(f"negative record value length {vlen}")
+        hcount, pos = rv(buf, pos, rec_end)
+        hdrs: list[tuple[str, bytes | None]] = []
+        if hcount:
+            # Each header takes at least two bytes (empty key, null value).
+            if hcount < 0 or hcount > (rec_end - pos) // 2:
+                raise ProtocolError(f"record header count {hcount} is impossible here")
+            for _ in range(hcount):
+                hklen, pos = rv(buf, pos, rec_end)
+                if hklen < 0 or hklen > rec_end - pos:
+                    raise ProtocolError(f"record header key length {hklen} is invalid")
+                try:
+                    hkey = buf[pos : pos + hklen].decode()
+                except UnicodeDecodeError:
+                    raise ProtocolError("record header key is not UTF-8") from None
+                pos += hklen
+                hvlen, pos = rv(buf, pos, rec_end)
+                hval: bytes | None = None
+                if hvlen >= 0:
+                    if hvlen > rec_end - pos:
+                        raise ProtocolError(f"record header value length {hvlen} overruns")
+                    hval = buf[pos : pos + hvlen]
+                    pos += hvlen
+                elif hvlen != -1:
+                    raise ProtocolError(f"negative record header value length {hvlen}")
+                hdrs.append((hkey, hval))
+        if pos != rec_end:
+            raise ProtocolError(f"record length {length} does not match its fields")
+        append(
+            Record(
+                base_offset + off_delta,
+                base_timestamp + ts_delta if fixed_timestamp is None else fixed_timestamp,
+                key,
+                value,
+                hdrs,
+            )
+        )
+    if pos != end:
+        raise ProtocolError(f"{end - pos} bytes left over after the batch's {count} records")
+    return records
