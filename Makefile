@@ -1,0 +1,41 @@
+# Every target does its own set-up on a fresh machine (Python 3.10+, Java 17+, Maven).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit lint kafka bench bench-encode clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+# Apache Kafka's jars from Maven Central (cached in dev/kafka/jars-<version>/).
+kafka: $(STAMP)
+	$(BIN)/python -c "from grete.testing.jars import ensure_kafka_jars; print(ensure_kafka_jars())"
+
+# The main job: one local broker, a real produce run through grete, then stop.
+demo: kafka
+	$(BIN)/python dev/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks dev
+	$(BIN)/mypy
+
+# The whole suite: lint, unit tests, then integration tests on a 3-broker cluster.
+test: kafka lint
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+bench: kafka
+	$(BIN)/python benchmarks/bench_produce.py
+
+bench-encode: $(STAMP)
+	$(BIN)/python benchmarks/bench_encode.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
