@@ -48,8 +48,9 @@ class ProducerBatch:
         self.values: list[bytes | None] = []
         self.keys: list[bytes | None] | None = None
         self.headers: list[Headers | None] | None = None
-        self.timestamps: list[int] = []
-        self.handles: list[Any] = []
+        # None: every record at base_timestamp (the common case, no column).
+        self.timestamps: list[int] | None = []
+        self.handles: list[Any] | range = []
         self.base_timestamp = 0
         self.size = 0
         self.created = created
@@ -96,9 +97,17 @@ class ProducerBatch:
         if self.headers is not None:
             self.headers.append(headers)
         self.values.append(value)
-        self.timestamps.append(timestamp)
-        self.handles.append(handle)
+        self.timestamps.append(timestamp)  # type: ignore[union-attr]
+        self.handles.append(handle)  # type: ignore[union-attr]
         self.size += size
+
+    def fill(self, values: list[bytes | None], handles: range, timestamp: int, size: int) -> None:
+        """Make this batch hold ``values`` at once (the sync fast path)."""
+        self.values = values
+        self.handles = handles
+        self.timestamps = None
+        self.base_timestamp = timestamp
+        self.size = size
 
     def encode(
         self,
@@ -128,15 +137,15 @@ class ProducerBatch:
     def split(self) -> tuple[ProducerBatch, ProducerBatch]:
         """Two halves, in order, for a batch the broker found too large."""
         half = len(self.values) // 2
-        parts = []
+        parts: list[ProducerBatch] = []
         for lo, hi in ((0, half), (half, len(self.values))):
             b = ProducerBatch(self.topic, self.partition, self.created)
             b.values = self.values[lo:hi]
             b.keys = None if self.keys is None else self.keys[lo:hi]
             b.headers = None if self.headers is None else self.headers[lo:hi]
-            b.timestamps = self.timestamps[lo:hi]
+            b.timestamps = None if self.timestamps is None else self.timestamps[lo:hi]
             b.handles = self.handles[lo:hi]
-            b.base_timestamp = b.timestamps[0]
+            b.base_timestamp = self.base_timestamp if b.timestamps is None else b.timestamps[0]
             b.size = self.size * (hi - lo) // max(1, len(self.values))
             b.attempts = self.attempts
             b.maybe_written = self.maybe_written

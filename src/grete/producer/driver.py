@@ -50,9 +50,10 @@ class Driver:
             self._init_producer_id()
         for plan in engine.plan(time.monotonic(), self.leader_of):
             self._send_request(plan)
-        wake = engine.next_retry_at()
+        now = time.monotonic()
+        wake = engine.next_retry_at(now)
         if wake is not None:
-            timeout = max(0.0, min(timeout, wake - time.monotonic()))
+            timeout = max(0.0, min(timeout, wake - now))
         self.network.poll(timeout)
 
     def _refresh_metadata(self, now: float) -> None:

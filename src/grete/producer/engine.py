@@ -194,9 +194,14 @@ class ProduceEngine:
 
     # -- planning ----------------------------------------------------------
 
-    def next_retry_at(self) -> float | None:
-        heads = [s.queue[0].retry_at for s in self._partitions.values() if s.queue]
-        return min(heads) if heads else None
+    def next_retry_at(self, now: float) -> float | None:
+        """When the earliest backing-off batch becomes sendable (None: none is
+        backing off; everything else waits for an answer, not for the clock)."""
+        waits = [
+            s.queue[0].retry_at for s in self._partitions.values()
+            if s.queue and s.queue[0].retry_at > now
+        ]
+        return min(waits) if waits else None
 
     def plan(self, now: float, leader_of: Callable[[str, int], int | None]) -> list[Plan]:
         """Requests ready to go now. ``leader_of(topic, partition)`` gives the
