@@ -1,0 +1,178 @@
+"""Codecs: round trips at every level range, Java-compatible framing, hostile input."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import struct
+
+import cramjam
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grete.errors import ConfigurationError, ProtocolError, UnsupportedCodecError
+from grete.protocol import compression
+from grete.protocol.compression import CompressionType, compress, decompress
+
+ALL = list(CompressionType)
+WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"kafka", b"grete", b"record", b"batch"]
+
+
+def text(n: int, seed: int = 0) -> bytes:
+    rnd = random.Random(seed)
+    return b" ".join(rnd.choice(WORDS) for _ in range(n))
+
+
+PAYLOADS = [b"", b"x", text(10), text(50_000), os.urandom(70_000), b"\x00" * 200_000]
+
+
+@pytest.mark.parametrize("codec", ALL)
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: f"{len(p)}B")
+def test_round_trip_default_level(codec: CompressionType, payload: bytes) -> None:
+    assert decompress(codec, compress(codec, payload)) == payload
+
+
+@pytest.mark.parametrize(
+    ("codec", "levels"),
+    [
+        (CompressionType.GZIP, range(1, 10)),
+        (CompressionType.LZ4, range(1, 18)),
+        (CompressionType.ZSTD, [-131072, -1000, -5, -1, 0, 1, 3, 9, 19, 22]),
+    ],
+)
+def test_round_trip_every_level(codec: CompressionType, levels: range | list[int]) -> None:
+    payload = text(5000, seed=1)
+    for level in levels:
+        assert decompress(codec, compress(codec, payload, level)) == payload
+
+
+@given(st.sampled_from(ALL), st.binary(max_size=5000))
+@settings(max_examples=60)
+def test_round_trip_arbitrary(codec: CompressionType, payload: bytes) -> None:
+    assert decompress(codec, compress(codec, payload)) == payload
+
+
+@pytest.mark.parametrize(
+    ("codec", "level"),
+    [
+        (CompressionType.GZIP, 0),
+        (CompressionType.GZIP, 10),
+        (CompressionType.LZ4, 0),
+        (CompressionType.LZ4, 18),
+        (CompressionType.ZSTD, 23),
+        (CompressionType.ZSTD, -131073),
+        (CompressionType.SNAPPY, 1),
+        (CompressionType.NONE, 1),
+    ],
+)
+def test_bad_level_is_configuration_error(codec: CompressionType, level: int) -> None:
+    with pytest.raises(ConfigurationError):
+        compress(codec, b"data", level)
+
+
+def test_unknown_codec_is_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        compress(7, b"data")
+
+
+def test_gzip_is_a_gzip_member_readable_by_stdlib() -> None:
+    payload = text(1000)
+    assert gzip.decompress(compress(CompressionType.GZIP, payload)) == payload
+    # ...and what stdlib (like Java's GZIPOutputStream) writes reads back, even as
+    # several concatenated members.
+    two = gzip.compress(payload[:100]) + gzip.compress(payload[100:])
+    assert decompress(CompressionType.GZIP, two) == payload
+
+
+def test_snappy_uses_xerial_framing_in_32k_blocks() -> None:
+    payload = text(30_000)
+    out = compress(CompressionType.SNAPPY, payload)
+    assert out[:16] == b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
+    pos, blocks = 16, []
+    while pos < len(out):
+        (size,) = struct.unpack_from(">i", out, pos)
+        blocks.append(bytes(cramjam.snappy.decompress_raw(out[pos + 4 : pos + 4 + size])))
+        pos += 4 + size
+    assert b"".join(blocks) == payload
+    assert all(len(b) == 32 * 1024 for b in blocks[:-1])
+
+
+def test_snappy_reads_xerial_written_independently() -> None:
+    # Build the stream the way snappy-java does: header, then length-prefixed raw blocks.
+    payload = text(20_000, seed=3)
+    chunks = [payload[i : i + 10_000] for i in range(0, len(payload), 10_000)]
+    stream = b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
+    for chunk in chunks:
+        raw = bytes(cramjam.snappy.compress_raw(chunk))
+        stream += struct.pack(">i", len(raw)) + raw
+    assert decompress(CompressionType.SNAPPY, stream) == payload
+
+
+def test_snappy_reads_raw_block() -> None:
+    payload = text(3000)
+    raw = bytes(cramjam.snappy.compress_raw(payload))
+    assert decompress(CompressionType.SNAPPY, raw) == payload
+
+
+def test_lz4_frame_has_independent_blocks() -> None:
+    out = compress(CompressionType.LZ4, os.urandom(200_000))
+    assert out[:4] == b"\x04\x22\x4d\x18"
+    flg, bd = out[4], out[5]
+    assert flg >> 6 == 1 and flg & 0x20, "version 01, block independence set"
+    assert (bd >> 4) & 7 == 4, "64 KiB maximum blocks, as the Java client writes"
+
+
+@pytest.mark.parametrize("codec", [c for c in ALL if c is not CompressionType.NONE])
+def test_garbage_is_protocol_error(codec: CompressionType) -> None:
+    rnd = random.Random(codec)
+    good = compress(codec, text(2000))
+    for _ in range(200):
+        choice = rnd.random()
+        if choice < 0.3:
+            bad = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 64)))
+        elif choice < 0.6:
+            bad = good[: rnd.randint(0, len(good) - 1)]
+        else:
+            mutated = bytearray(good)
+            for _ in range(rnd.randint(1, 4)):
+                mutated[rnd.randrange(len(mutated))] ^= 1 << rnd.randrange(8)
+            bad = bytes(mutated)
+        try:
+            decompress(codec, bad)
+        except ProtocolError:
+            pass
+
+
+@pytest.mark.parametrize("codec", [c for c in ALL if c is not CompressionType.NONE])
+def test_decompression_bomb_is_refused(codec: CompressionType) -> None:
+    bomb = compress(codec, b"\x00" * (4 << 20))
+    assert len(bomb) < 300_000
+    with pytest.raises(ProtocolError, match="over"):
+        decompress(codec, bomb, max_output_size=1 << 20)
+    assert len(decompress(codec, bomb, max_output_size=4 << 20)) == 4 << 20
+
+
+def test_zstd_rle_bomb_bounded_before_decompressing() -> None:
+    # One RLE block may claim ~2 MiB from a single byte: the bound must see it.
+    frame = struct.pack("<I", 0xFD2FB528) + bytes([0x00, 0x58])  # no FCS, window byte
+    header = 1 | (1 << 1) | ((2_000_000) << 3)  # last block, RLE, size
+    frame += header.to_bytes(3, "little") + b"A"
+    with pytest.raises(ProtocolError):
+        decompress(CompressionType.ZSTD, frame * 50, max_output_size=1 << 20)
+
+
+@pytest.mark.parametrize(
+    "codec", [CompressionType.SNAPPY, CompressionType.LZ4, CompressionType.ZSTD]
+)
+def test_missing_cramjam_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, codec: CompressionType
+) -> None:
+    monkeypatch.setattr(compression, "_cramjam", None)
+    with pytest.raises(UnsupportedCodecError, match=r"pip install grete\[codecs\]"):
+        compress(codec, b"data")
+    with pytest.raises(UnsupportedCodecError, match=r"grete\[codecs\]"):
+        decompress(codec, b"data")
+    # gzip and none need nothing beyond the standard library.
+    assert decompress(CompressionType.GZIP, compress(CompressionType.GZIP, b"ok")) == b"ok"
