@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import random
@@ -139,10 +140,8 @@ def test_garbage_is_protocol_error(codec: CompressionType) -> None:
             for _ in range(rnd.randint(1, 4)):
                 mutated[rnd.randrange(len(mutated))] ^= 1 << rnd.randrange(8)
             bad = bytes(mutated)
-        try:
+        with contextlib.suppress(ProtocolError):
             decompress(codec, bad)
-        except ProtocolError:
-            pass
 
 
 @pytest.mark.parametrize("codec", [c for c in ALL if c is not CompressionType.NONE])

@@ -41,9 +41,7 @@ def batches(draw: st.DrawFn) -> dict[str, object]:
     values = draw(st.lists(maybe_bytes, min_size=n, max_size=n))
     keys = draw(st.one_of(st.none(), st.lists(maybe_bytes, min_size=n, max_size=n)))
     headers = draw(
-        st.one_of(
-            st.none(), st.lists(st.one_of(st.none(), header_lists), min_size=n, max_size=n)
-        )
+        st.one_of(st.none(), st.lists(st.one_of(st.none(), header_lists), min_size=n, max_size=n))
     )
     base = draw(st.integers(0, 2**62))
     timestamps = draw(
@@ -132,9 +130,7 @@ def test_fast_and_slow_paths_agree() -> None:
     headers: list[Headers | None] = [[("h", b"v" * i)] if i % 3 else None for i in range(n)]
     ts = [TS + i for i in range(n)]
     fast = encode_batch(values, keys, headers, ts, base_timestamp=TS)
-    slow_parts = records._encode_records_slow(
-        values, keys, headers, [t - TS for t in ts], n
-    )
+    slow_parts = records._encode_records_slow(values, keys, headers, [t - TS for t in ts], n)
     fast_parts = records._encode_columns(values, keys, headers, [t - TS for t in ts], n)
     assert fast_parts is not None
     assert b"".join(fast_parts) == b"".join(slow_parts)
@@ -232,9 +228,7 @@ def grete_encode(codec: CompressionType) -> bytes:
     values = [v for _, v, _, _ in ENTRIES]
     headers = [h for _, _, h, _ in ENTRIES]
     timestamps = [t for _, _, _, t in ENTRIES]
-    return encode_batch(
-        values, keys, headers, timestamps, base_timestamp=TS - 7, compression=codec
-    )
+    return encode_batch(values, keys, headers, timestamps, base_timestamp=TS - 7, compression=codec)
 
 
 def test_uncompressed_bytes_identical_to_other_clients() -> None:
@@ -317,9 +311,7 @@ def test_non_bytes_value_is_type_error() -> None:
 
 
 def test_batch_overhead_constant() -> None:
-    assert len(encode_batch([None], base_timestamp=TS)) == BATCH_OVERHEAD + record_size(
-        None, None
-    )
+    assert len(encode_batch([None], base_timestamp=TS)) == BATCH_OVERHEAD + record_size(None, None)
 
 
 def test_core_runs_without_optional_extras() -> None:
