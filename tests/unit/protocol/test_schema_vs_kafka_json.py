@@ -71,9 +71,7 @@ def _strip_comments(text: str) -> str:
 def _specs() -> dict[tuple[int, str], dict[str, Any]]:
     jar = _find_jar()
     if jar is None:
-        pytest.skip(
-            "no kafka-clients jar: set GRETE_KAFKA_JARS or fetch it into dev/kafka/jars-*/"
-        )
+        pytest.skip("no kafka-clients jar: set GRETE_KAFKA_JARS or fetch it into dev/kafka/jars-*/")
     specs: dict[tuple[int, str], dict[str, Any]] = {}
     with zipfile.ZipFile(jar) as zf:
         for name in zf.namelist():
