@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import random
 import selectors
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from grete.connection import BrokerConnection, ConnectionConfig, Pending
@@ -79,6 +81,11 @@ class Network:
         self._registered: dict[BrokerConnection, int] = {}
         self.lock = threading.RLock()
         self._closed = False
+        # Self-pipe: lets another thread interrupt a poll() sleeping in select().
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
 
     # -- addresses ---------------------------------------------------------
 
@@ -174,7 +181,7 @@ class Network:
         expect_response: bool = True,
     ) -> Pending:
         """Send ``api`` at the best version the broker speaks (at most ``cap``)."""
-        with self.lock:
+        with self.locked():
             conn = self.connection(node_id)
             version = conn.version(api, cap)
             return conn.send(Request(api, version, body), expect_response=expect_response)
@@ -201,7 +208,8 @@ class Network:
             todo = [p for p in todo if not p.done]
 
     def poll(self, timeout: float) -> None:
-        """One round of I/O over every connection with work to do."""
+        """One round of I/O over every connection with work to do; returns
+        after ``timeout`` seconds at most, or at once after :meth:`wakeup`."""
         with self.lock:
             active = [c for c in self._conns.values() if c.connected and (c.in_flight or c.wants_write)]
             for conn in active:
@@ -214,21 +222,43 @@ class Network:
                 self._registered[conn] = events
             for conn in [c for c in self._registered if c not in active]:
                 self._unregister(conn)
-            if not active:
-                # Nothing on the wire: sleep outside the lock's busy loop.
+            for key, mask in self._selector.select(timeout):
+                conn = key.data
+                if conn is None:
+                    self._drain_wakeups()
+                    continue
+                if mask & selectors.EVENT_WRITE:
+                    conn.on_writable()
+                if mask & selectors.EVENT_READ:
+                    conn.on_readable()
+            now = time.monotonic()
+            for conn in active:
+                conn.check_timeouts(now)
+
+    def wakeup(self) -> None:
+        """Make a poll() in progress (in another thread) return now."""
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake (buffer full) or closed
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
                 pass
-            else:
-                for key, mask in self._selector.select(timeout):
-                    conn = key.data
-                    if mask & selectors.EVENT_WRITE:
-                        conn.on_writable()
-                    if mask & selectors.EVENT_READ:
-                        conn.on_readable()
-                now = time.monotonic()
-                for conn in active:
-                    conn.check_timeouts(now)
-                return
-        time.sleep(min(timeout, 0.01))
+        except (BlockingIOError, OSError):
+            pass
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The lock, taken promptly even while another thread sits in poll()."""
+        if not self.lock.acquire(blocking=False):
+            self.wakeup()
+            self.lock.acquire()
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def close(self) -> None:
         with self.lock:
@@ -236,3 +266,5 @@ class Network:
             for node_id in list(self._conns):
                 self._drop(node_id, KafkaConnectionError("client closed"))
             self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()

@@ -101,9 +101,9 @@ class ProducerBatch:
         self.handles.append(handle)  # type: ignore[union-attr]
         self.size += size
 
-    def fill(self, values: list[bytes | None], handles: range, timestamp: int, size: int) -> None:
+    def fill(self, values: list[bytes], handles: range, timestamp: int, size: int) -> None:
         """Make this batch hold ``values`` at once (the sync fast path)."""
-        self.values = values
+        self.values = values  # type: ignore[assignment]  # read-only from here on
         self.handles = handles
         self.timestamps = None
         self.base_timestamp = timestamp

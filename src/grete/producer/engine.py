@@ -176,7 +176,7 @@ class ProduceEngine:
 
     def expire(self, now: float, deadline_of: Callable[[ProducerBatch], float]) -> None:
         """Fail queued batches whose delivery deadline passed (background producer)."""
-        from grete.errors import DeliveryTimeoutError
+        from grete.producer.errors import DeliveryTimeoutError
 
         for state in self._partitions.values():
             keep = []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from grete.errors import ConfigurationError, KafkaError
 
@@ -30,7 +31,8 @@ class DeliveryTimeoutError(KafkaError):
         self.maybe_written = maybe_written
 
 
-class MessageFailure(NamedTuple):
+@dataclass(frozen=True)
+class MessageFailure:
     """Why one message of a ``produce()`` call was not acknowledged.
 
     ``maybe_written`` is True when a send's outcome was unknown (the

@@ -60,7 +60,7 @@ def to_bytes(data: object, what: str, index: int) -> bytes | None:
     """bytes/bytearray/memoryview pass, str is UTF-8, None stays None; anything
     else is refused before anything is sent (no silent str() of objects)."""
     if data is None or type(data) is bytes:
-        return data  # type: ignore[return-value]
+        return data
     if isinstance(data, str):
         return data.encode()
     if isinstance(data, (bytes, bytearray, memoryview)):

@@ -10,6 +10,7 @@ from typing import Any, overload
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError
 from grete.partitioners import random_partitioner
+from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
 from grete.producer.batch import ProducerBatch
 from grete.producer.driver import Driver
 from grete.producer.engine import Plan, ProduceEngine
@@ -24,10 +25,6 @@ from grete.protocol.compression import CompressionType, validate_level
 
 Partitioner = Callable[[Sequence[Partition], "bytes | None"], Partition]
 
-# Bytes a record adds around its key and value (length, attributes,
-# timestamp and offset deltas, key/value lengths, header count): an upper
-# bound for records under 16 KiB, used only to bound request sizes.
-_RECORD_OVERHEAD = 21
 _BATCH_OVERHEAD = 61
 
 
@@ -235,28 +232,25 @@ class Producer:
     ) -> Sequence[DeliveryResult]:
         """Batch normalised messages per partition and send them."""
         failures: list[MessageFailure] = []
-        batches: list[ProducerBatch] = []
-        open_batches: dict[int, ProducerBatch] = {}
-        max_batch, max_bytes = self._batch_size, self._max_request_size - _BATCH_OVERHEAD
-        created = time.monotonic()
+        max_bytes = self._max_request_size - _BATCH_OVERHEAD
+        acc = Accumulator(
+            self._topic.name,
+            max_records=self._batch_size,
+            max_bytes=max_bytes,
+            on_new_batch=self._partition_done,
+        )
+        now = time.monotonic()
         for index, (key, value, headers, timestamp, partition) in enumerate(messages):
-            size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
-            if headers:
-                size += sum(len(h) + len(v or b"") + 10 for h, v in headers)
+            size = record_size(key, value, headers)
             if size > max_bytes:
                 failures.append(MessageFailure(index, self._too_large(index, size), False))
                 continue
-            batch = open_batches.get(partition)
-            if batch is not None and (len(batch.values) >= max_batch or batch.size + size > max_bytes):
-                batches.append(batch)
-                batch = None
-                if self._on_new_batch is not None:
-                    self._on_new_batch(self._sorted_partitions(), partition)
-            if batch is None:
-                batch = open_batches[partition] = ProducerBatch(self._topic.name, partition, created)
-            batch.append(key, value, headers, timestamp, index, size)
-        batches.extend(open_batches.values())
-        return self._send_batches(len(messages), batches, failures)
+            acc.append(partition, key, value, headers, timestamp, index, size, now)
+        return self._send_batches(len(messages), acc.drain(now, force=True), failures)
+
+    def _partition_done(self, partition: int) -> None:
+        if self._on_new_batch is not None:
+            self._on_new_batch(self._sorted_partitions(), partition)
 
     def _produce_values(self, values: list[bytes]) -> Sequence[DeliveryResult]:
         """The fast path: unkeyed ``bytes`` values with the random partitioner.
@@ -275,11 +269,11 @@ class Producer:
         n, start = len(values), 0
         while start < n:
             end = min(n, start + max_batch)
-            total = sum(sizes[start:end]) + _RECORD_OVERHEAD * (end - start)
+            total = sum(sizes[start:end]) + RECORD_OVERHEAD * (end - start)
             while total > max_bytes and end > start + 1:
                 # Rare: large values. Shrink to what fits in one request.
                 end = start + max(1, (end - start) // 2)
-                total = sum(sizes[start:end]) + _RECORD_OVERHEAD * (end - start)
+                total = sum(sizes[start:end]) + RECORD_OVERHEAD * (end - start)
             if total > max_bytes:
                 failures.append(MessageFailure(start, self._too_large(start, total), False))
             else:
@@ -307,7 +301,8 @@ class Producer:
         self, count: int, batches: list[ProducerBatch], failures: list[MessageFailure]
     ) -> Sequence[DeliveryResult]:
         """Hand batches to the engine and drive it until all are answered."""
-        self._done = done = []
+        done: list[tuple[ProducerBatch, int, int]] = []
+        self._done = done
         self._failures = failures
         engine, driver = self._engine, self._driver
         for batch in batches:

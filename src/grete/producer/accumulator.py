@@ -1,0 +1,108 @@
+"""Open batches per partition, filled record by record and handed to the engine
+when full or when they have lingered long enough.
+
+Both front ends batch through this class: the synchronous producer appends a
+whole ``produce()`` call and drains everything at once; the background
+producer appends from user threads and its sender drains what is ready.
+It does no I/O and reads no clock: callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from grete.producer.batch import ProducerBatch
+from grete.producer.message import Headers
+
+# Bytes a record adds around its key and value (length, attributes,
+# timestamp and offset deltas, key/value lengths, header count): an upper
+# bound for records under 16 KiB, used to bound batch and request sizes.
+RECORD_OVERHEAD = 21
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
+    size = RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+    if headers:
+        size += sum(len(h) + len(v or b"") + 10 for h, v in headers)
+    return size
+
+
+class Accumulator:
+    """See the module docstring. Not thread-safe: callers hold their own lock."""
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        max_records: int,
+        max_bytes: int,
+        linger_s: float = 0.0,
+        on_new_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.linger_s = linger_s
+        # Told the partition whose batch just closed (the sticky partitioner moves on).
+        self._on_new_batch = on_new_batch
+        self._open: dict[int, ProducerBatch] = {}
+        self._ready: list[ProducerBatch] = []
+
+    def __len__(self) -> int:
+        return len(self._open) + len(self._ready)
+
+    def append(
+        self,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp: int,
+        handle: Any,
+        size: int,
+        now: float,
+    ) -> bool:
+        """Add one record; True when a batch became ready to send."""
+        batch = self._open.get(partition)
+        closed = False
+        if batch is not None and (
+            len(batch.values) >= self.max_records or batch.size + size > self.max_bytes
+        ):
+            self._close(partition, batch)
+            batch, closed = None, True
+        if batch is None:
+            batch = self._open[partition] = ProducerBatch(self.topic, partition, now)
+        batch.append(key, value, headers, timestamp, handle, size)
+        if len(batch.values) >= self.max_records:
+            self._close(partition, batch)
+            closed = True
+        return closed
+
+    def _close(self, partition: int, batch: ProducerBatch) -> None:
+        del self._open[partition]
+        self._ready.append(batch)
+        if self._on_new_batch is not None:
+            self._on_new_batch(partition)
+
+    def drain(self, now: float, force: bool = False) -> list[ProducerBatch]:
+        """Batches to send now: full ones, those open for ``linger_s``, or all
+        when ``force`` (flush, close, or the end of a synchronous call)."""
+        ready, self._ready = self._ready, []
+        for partition, batch in list(self._open.items()):
+            if force or now - batch.created >= self.linger_s:
+                del self._open[partition]
+                ready.append(batch)
+        return ready
+
+    def next_deadline(self) -> float | None:
+        """When the oldest open batch has lingered enough (None: nothing open)."""
+        if self._ready:
+            return 0.0
+        if not self._open:
+            return None
+        return min(b.created for b in self._open.values()) + self.linger_s
+
+    def take_all(self) -> list[ProducerBatch]:
+        """Everything, ready or not (to fail it on close)."""
+        return self.drain(0.0, force=True)
