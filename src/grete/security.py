@@ -134,11 +134,14 @@ def _scram_name(name: str) -> str:
 
 
 class _ScramExchange(SaslExchange):
-    def __init__(self, mechanism: str, username: str, password: str) -> None:
+    def __init__(
+        self, mechanism: str, username: str, password: str, *, nonce: str | None = None
+    ) -> None:
         self.mechanism = mechanism
         self._hash = _SCRAM_HASHES[mechanism]
         self._password = password.encode()
-        self._nonce = base64.b64encode(os.urandom(24)).decode()
+        # ``nonce`` is for test vectors only; a real exchange draws a fresh one.
+        self._nonce = nonce if nonce is not None else base64.b64encode(os.urandom(24)).decode()
         self._first_bare = f"n={_scram_name(username)},r={self._nonce}"
         self._server_signature: bytes | None = None
 
@@ -158,7 +161,8 @@ class _ScramExchange(SaslExchange):
         try:
             text = server_first.decode()
             attrs = dict(part.split("=", 1) for part in text.split(","))
-            nonce, salt, iterations = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
+            nonce, iterations = attrs["r"], int(attrs["i"])
+            salt = base64.b64decode(attrs["s"], validate=True)
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             raise self._fail("malformed server-first-message") from exc
         if not nonce.startswith(self._nonce) or len(nonce) <= len(self._nonce):
