@@ -189,6 +189,12 @@ class Reader:
 
     def read_unsigned_varint(self) -> int:
         """An unsigned 32-bit varint (compact lengths, tagged-field tags and sizes)."""
+        pos = self.pos
+        if pos < self.end:
+            first = self.buf[pos]
+            if first < 0x80:  # inlined one-byte fast path: compact lengths, tag counts
+                self.pos = pos + 1
+                return first
         value = self._read_uvarint(5, "unsigned varint")
         if value > 0xFFFFFFFF:
             raise ProtocolError(f"unsigned varint {value} does not fit in 32 bits")

@@ -298,7 +298,7 @@ class _StructCodec:
             f.name: f.default_value() for f in (*absent, *tagged) if not _is_mutable(f)
         }
         self._fresh_defaults = [
-            (f.name, f.default_value) for f in (*absent, *tagged) if _is_mutable(f)
+            (f.name, _default_factory(f)) for f in (*absent, *tagged) if _is_mutable(f)
         ]
 
         run: list[Field] = []
@@ -403,7 +403,11 @@ class _StructCodec:
         for name, make in self._fresh_defaults:
             d[name] = make()
         if self.flexible:
-            self._decode_tagged(r, d)
+            pos = r.pos
+            if pos < r.end and r.buf[pos] == 0:
+                r.pos = pos + 1  # the usual empty tagged-field section
+            else:
+                self._decode_tagged(r, d)
         return d
 
     def _decode_tagged(self, r: Reader, d: dict[str, Any]) -> None:
@@ -423,6 +427,22 @@ class _StructCodec:
                 # Decode inside the declared size; bytes it does not use are skipped
                 # (a newer broker may extend a tagged struct).
                 d[entry[0]] = entry[1](Reader(r.buf, start, start + size))
+
+
+def _copy_default(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_default(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_default(v) for v in value]
+    return value
+
+
+def _default_factory(f: Field) -> Callable[[], Any]:
+    """Fresh copies of a mutable default without re-deriving it every time."""
+    template = f.default_value()
+    if isinstance(template, list) and not template:
+        return list
+    return lambda: _copy_default(template)
 
 
 def _is_mutable(f: Field) -> bool:
