@@ -1,0 +1,816 @@
+"""Produce throughput: grete against confluent-kafka, aiokafka, kafka-python and Java.
+
+One command prints a Markdown table. Every (case, client) run goes to its own fresh
+topic and runs in its own child process, so a client's peak RSS is its own and one
+client's leftovers (threads, buffers, open batches) cannot slow the next one.
+
+    .venv/bin/python benchmarks/bench_produce.py --bootstrap 127.0.0.1:19092 --quick
+    .venv/bin/python benchmarks/bench_produce.py                 # starts a 3-broker cluster
+    .venv/bin/python benchmarks/bench_produce.py --clients grete,java --cases acks1,lz4
+    .venv/bin/python benchmarks/bench_produce.py --clients grete-b200 --cases acks1 \\
+        --profile /tmp/grete-prof                               # pyinstrument of grete
+
+A run only gets a speed if every message was acknowledged by the client (callbacks,
+futures or results counted) *and* the topic's end offsets add up to N; otherwise the
+row says FAILED and why. Speed is measured inside the child from the first send to
+the last acknowledgement; connecting and the first metadata fetch happen before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+# ---------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    n: int
+    size: int
+    acks: int = 1
+    key_size: int = 0
+    compression: str = "none"
+    # "random" bytes where content does not matter (no codec); JSON-like text of
+    # random words where a codec runs, because identical or random payloads would
+    # make compression look absurdly good or pointless.
+    payload: str = "random"
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.n:,} x {self.size} B",
+            "acks=all" if self.acks == -1 else f"acks={self.acks}",
+        ]
+        if self.key_size:
+            parts.append(f"{self.key_size} B keys, murmur2")
+        if self.compression != "none":
+            parts.append(f"{self.compression}, JSON-like")
+        return ", ".join(parts)
+
+
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in (
+        Case("acks1", 300_000, 100),
+        Case("acksall", 300_000, 100, acks=-1),
+        Case("keyed", 300_000, 100, key_size=16),
+        Case("1k", 100_000, 1024),
+        Case("lz4", 300_000, 100, compression="lz4", payload="json"),
+        Case("zstd", 300_000, 100, compression="zstd", payload="json"),
+    )
+}
+
+CLIENTS = (
+    "grete-b200",
+    "grete-b2000",
+    "confluent",
+    "aiokafka",
+    "aiokafka-batch",
+    "kafka-python",
+    "java",
+)
+
+# ---------------------------------------------------------------------------- payloads
+
+# A small vocabulary: real logs repeat words, which is what codecs feed on.
+_WORDS_TEXT = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+    "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu "
+    "order payment user session click view cart checkout refund login logout search "
+    "product price amount currency region status pending shipped delivered error warning "
+    "info debug latency retry timeout success failure mobile desktop"
+)
+_WORDS = _WORDS_TEXT.split()
+_EVENTS = ("click", "view", "purchase", "signup", "login", "logout", "search", "refund")
+
+
+def json_payload(rnd: random.Random, size: int) -> bytes:
+    """A JSON object of exactly ``size`` bytes with realistic, varying content."""
+    head = (
+        f'{{"id":{rnd.randrange(10**9)},"ts":{1_700_000_000_000 + rnd.randrange(10**9)},'
+        f'"user":"u{rnd.randrange(100_000)}","event":"{rnd.choice(_EVENTS)}","msg":"'
+    )
+    tail = '"}'
+    room = size - len(head) - len(tail)
+    words: list[str] = []
+    length = -1
+    while length < room:
+        w = rnd.choice(_WORDS)
+        words.append(w)
+        length += len(w) + 1
+    body = " ".join(words)[: max(room, 0)]
+    return (head + body + tail).encode()[:size]
+
+
+def make_values(case: Case, seed: int, count: int | None = None) -> list[bytes]:
+    rnd = random.Random(seed)
+    count = case.n if count is None else count
+    if case.payload == "json":
+        return [json_payload(rnd, case.size) for _ in range(count)]
+    return [rnd.randbytes(case.size) for _ in range(count)]
+
+
+def make_keys(case: Case, seed: int) -> list[bytes]:
+    # 16-byte ids from a 100k key space: repeats like real entity keys do.
+    rnd = random.Random(seed + 1)
+    width = case.key_size - 5
+    return [
+        f"user-{rnd.randrange(100_000):0{width}d}".encode()[: case.key_size] for _ in range(case.n)
+    ]
+
+
+# ---------------------------------------------------------------------------- child side
+
+
+def rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Outcome:
+    acked: int = 0
+    seconds: float = 0.0
+    base_rss: int = 0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Timer:
+    """Marks the timed section, so each runner's setup stays outside it."""
+
+    def __init__(self, profile: str | None) -> None:
+        self.profile = profile
+        self.t0 = 0.0
+        self.seconds = 0.0
+        self.base_rss = 0
+        self._profiler: Any = None
+
+    def start(self) -> None:
+        self.base_rss = rss_now()
+        if self.profile:
+            from pyinstrument import Profiler
+
+            self._profiler = Profiler(interval=0.001)
+            self._profiler.start()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        if self._profiler is not None:
+            self._profiler.stop()
+            write_profile(self._profiler, self.profile or "")
+
+
+def write_profile(profiler: Any, base: str) -> None:
+    """Save pyinstrument's call tree plus a flat self-time table (what to optimise)."""
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
+    Path(base + ".txt").write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    Path(base + ".html").write_text(profiler.output_html())
+    session = profiler.last_session
+    root = session.root_frame()
+    total = session.duration or 1.0
+    self_time: dict[str, float] = {}
+    cum_time: dict[str, float] = {}
+
+    def walk(frame: Any, on_stack: frozenset[str]) -> None:
+        name = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+        self_time[name] = self_time.get(name, 0.0) + frame.total_self_time
+        if name not in on_stack:  # recursion must not count a frame's time twice
+            cum_time[name] = cum_time.get(name, 0.0) + frame.time
+        for child in frame.children:
+            walk(child, on_stack | {name})
+
+    walk(root, frozenset())
+    lines = [f"duration {total:.2f}s", "", "top self time:"]
+    for name, t in sorted(self_time.items(), key=lambda kv: -kv[1])[:25]:
+        lines.append(f"{100 * t / total:6.1f}%  {t:7.3f}s  {name}")
+    lines += ["", "top cumulative time:"]
+    for name, t in sorted(cum_time.items(), key=lambda kv: -kv[1])[:40]:
+        lines.append(f"{100 * t / total:6.1f}%  {t:7.3f}s  {name}")
+    Path(base + ".flat.txt").write_text("\n".join(lines) + "\n")
+
+
+def run_grete(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    from grete.client import KafkaClient
+    from grete.partitioners import hashing_partitioner, random_partitioner
+    from grete.producer import ProduceFailureError, Producer
+    from grete.protocol.compression import CompressionType
+
+    client = KafkaClient(spec["bootstrap"])
+    try:
+        topic = client.topics[spec["topic"]]
+        producer = Producer(
+            client.cluster,
+            topic,
+            partitioner=hashing_partitioner if keys else random_partitioner,
+            required_acks=case.acks,
+            batch_size=spec["batch_size"],
+            compression=CompressionType[case.compression.upper()],
+        )
+        messages: list[Any] = list(zip(keys, values, strict=True)) if keys else values
+        timer.start()
+        try:
+            results: list[Any] = producer.produce(messages)
+            error = None
+        except ProduceFailureError as exc:
+            results, error = list(exc.results), str(exc)
+        timer.stop()
+        producer.close()
+        # offset -1 is legal only for acks=0; at acks>=1 every message must have one.
+        acked = sum(1 for r in results if r is not None and r.offset >= 0)
+        return Outcome(acked=acked, error=error)
+    finally:
+        client.close()
+
+
+def run_confluent(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    from confluent_kafka import Producer
+
+    counts = {"ok": 0, "err": 0}
+    first_error: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is None:
+            counts["ok"] += 1
+        else:
+            counts["err"] += 1
+            if not first_error:
+                first_error.append(str(err))
+
+    conf: dict[str, Any] = {
+        "bootstrap.servers": spec["bootstrap"],
+        "acks": case.acks,
+        "compression.type": case.compression,
+        # The whole run is queued before flush(); the default 100k limit would make
+        # produce() raise BufferError every few thousand messages.
+        "queue.buffering.max.messages": max(case.n + 1000, 100_000),
+        "queue.buffering.max.kbytes": 2 * 1024 * 1024,
+        # Java-compatible key placement, to match grete's hashing_partitioner.
+        "partitioner": "murmur2_random",
+        "enable.idempotence": case.acks == -1,
+        "on_delivery": on_delivery,
+    }
+    p = Producer(conf)
+    p.list_topics(spec["topic"], timeout=10)  # connect + metadata outside the timing
+    topic = spec["topic"]
+    produce = p.produce
+    timer.start()
+    for i, value in enumerate(values):
+        key = keys[i] if keys else None
+        while True:
+            try:
+                produce(topic, value, key)
+                break
+            except BufferError:
+                p.poll(0.1)
+        if i % 1000 == 0:
+            p.poll(0)  # serve delivery callbacks as a real application would
+    remaining = p.flush(spec["timeout"])
+    timer.stop()
+    error = first_error[0] if first_error else None
+    if remaining:
+        error = f"{remaining} message(s) still queued after flush"
+    return Outcome(acked=counts["ok"], error=error)
+
+
+def _aiokafka_producer(spec: dict[str, Any], case: Case) -> Any:
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(
+        bootstrap_servers=spec["bootstrap"],
+        acks="all" if case.acks == -1 else case.acks,
+        compression_type=None if case.compression == "none" else case.compression,
+        enable_idempotence=case.acks == -1,
+    )
+
+
+async def _aiokafka_send(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    from aiokafka.structs import RecordMetadata
+
+    producer = _aiokafka_producer(spec, case)
+    await producer.start()
+    try:
+        topic = spec["topic"]
+        await producer.partitions_for(topic)
+        send = producer.send
+        timer.start()
+        futures = []
+        for i, value in enumerate(values):
+            futures.append(await send(topic, value, key=keys[i] if keys else None))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        timer.stop()
+        errors = [r for r in results if not isinstance(r, RecordMetadata)]
+        return Outcome(acked=len(results) - len(errors), error=repr(errors[0]) if errors else None)
+    finally:
+        await producer.stop()
+
+
+async def _aiokafka_batches(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    producer = _aiokafka_producer(spec, case)
+    await producer.start()
+    try:
+        topic = spec["topic"]
+        partitions = sorted(await producer.partitions_for(topic))
+        timer.start()
+        # send_batch needs an explicit partition: keyed messages are grouped with the
+        # Java-compatible murmur2 partitioner, unkeyed ones rotate per batch.
+        groups: dict[int, list[int]]
+        if keys:
+            part = DefaultPartitioner()
+            groups = {}
+            for i, key in enumerate(keys):
+                groups.setdefault(part(key, partitions, partitions), []).append(i)
+        else:
+            groups = {-1: list(range(len(values)))}
+        pending: list[tuple[Any, int]] = []
+        rotate = 0
+
+        async def flush(batch: Any, partition: int) -> None:
+            nonlocal rotate
+            if partition < 0:
+                partition = partitions[rotate % len(partitions)]
+                rotate += 1
+            count = batch.record_count()
+            pending.append((await producer.send_batch(batch, topic, partition=partition), count))
+
+        for partition, indices in groups.items():
+            batch = producer.create_batch()
+            for i in indices:
+                key = keys[i] if keys else None
+                if batch.append(key=key, value=values[i], timestamp=None) is None:
+                    await flush(batch, partition)
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=values[i], timestamp=None)
+            if batch.record_count():
+                await flush(batch, partition)
+        results = await asyncio.gather(*(f for f, _ in pending), return_exceptions=True)
+        timer.stop()
+        acked = sum(
+            c
+            for r, (_, c) in zip(results, pending, strict=True)
+            if not isinstance(r, BaseException)
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        return Outcome(acked=acked, error=repr(errors[0]) if errors else None)
+    finally:
+        await producer.stop()
+
+
+def run_aiokafka(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    return asyncio.run(_aiokafka_send(spec, case, values, keys, timer))
+
+
+def run_aiokafka_batch(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    return asyncio.run(_aiokafka_batches(spec, case, values, keys, timer))
+
+
+def run_kafka_python(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=spec["bootstrap"].split(","),
+        acks="all" if case.acks == -1 else case.acks,
+        compression_type=None if case.compression == "none" else case.compression,
+        enable_idempotence=case.acks == -1,
+    )
+    try:
+        topic = spec["topic"]
+        producer.partitions_for(topic)
+        send = producer.send
+        timer.start()
+        futures = [
+            send(topic, value=v, key=keys[i] if keys else None) for i, v in enumerate(values)
+        ]
+        producer.flush(timeout=spec["timeout"])
+        timer.stop()
+        acked = sum(1 for f in futures if f.succeeded())
+        failed = next((f for f in futures if f.failed()), None)
+        return Outcome(acked=acked, error=repr(failed.exception) if failed is not None else None)
+    finally:
+        producer.close(timeout=10)
+
+
+RUNNERS: dict[
+    str, Callable[[dict[str, Any], Case, list[bytes], list[bytes] | None, Timer], Outcome]
+] = {
+    "grete": run_grete,
+    "confluent": run_confluent,
+    "aiokafka": run_aiokafka,
+    "aiokafka-batch": run_aiokafka_batch,
+    "kafka-python": run_kafka_python,
+}
+
+
+def child_main(spec: dict[str, Any]) -> None:
+    case = Case(**spec["case"])
+    # Same seed for every client: they all send byte-identical data.
+    values = make_values(case, spec["seed"])
+    keys = make_keys(case, spec["seed"]) if case.key_size else None
+    timer = Timer(spec.get("profile"))
+    runner = RUNNERS[spec["runner"]]
+    try:
+        out = runner(spec, case, values, keys, timer)
+    except Exception as exc:  # the parent reports it as FAILED
+        out = Outcome(error=f"{type(exc).__name__}: {exc}")
+    out.seconds, out.base_rss = timer.seconds, timer.base_rss
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "acked": out.acked,
+                "seconds": out.seconds,
+                "base_rss": out.base_rss,
+                "peak_rss": peak,
+                "error": out.error,
+            }
+        ),
+        flush=True,
+    )
+
+
+# ---------------------------------------------------------------------------- parent side
+
+
+@dataclass
+class Row:
+    case: str
+    client: str
+    msgs_s: float | None = None
+    mib_s: float | None = None
+    seconds: float | None = None
+    peak_rss: int | None = None
+    base_rss: int | None = None
+    note: str = ""
+
+
+def run_child(argv: list[str], timeout: float) -> tuple[int, str, str, int, bool]:
+    """Run ``argv`` with a hard deadline; return (rc, stdout, stderr, maxrss bytes, timed out).
+
+    wait4() gives the child's own peak RSS even for the JVM, so every client's memory is
+    measured the same way.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: nothing else is hit
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        return (
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            usage.ru_maxrss * 1024,
+            timed_out,
+        )
+
+
+_JAVA_SUMMARY = re.compile(r"^(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\)", re.M)
+
+
+def java_argv(
+    jars: Path, case: Case, bootstrap: str, topic: str, payload_file: Path | None
+) -> list[str]:
+    java = shutil.which("java") or "java"
+    props = [
+        f"bootstrap.servers={bootstrap}",
+        f"acks={'all' if case.acks == -1 else case.acks}",
+        f"compression.type={case.compression}",
+    ]
+    if case.acks != -1:
+        props.append("enable.idempotence=false")  # what Java does anyway when acks != all
+    argv = [
+        java,
+        "-Xmx512m",
+        "-cp",
+        f"{jars}/*",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        str(case.n),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        *props,
+    ]
+    if payload_file is not None:
+        argv += ["--payload-file", str(payload_file)]
+    else:
+        argv += ["--record-size", str(case.size)]
+    return argv
+
+
+class Bench:
+    def __init__(
+        self, args: argparse.Namespace, bootstrap: str, brokers: int, jars: Path | None
+    ) -> None:
+        self.args = args
+        self.bootstrap = bootstrap
+        self.brokers = brokers
+        self.rf = min(3, brokers)
+        self.jars = jars
+        from grete.testing.admin import make_admin
+
+        self.admin = make_admin(bootstrap, None)
+        self.run_id = uuid.uuid4().hex[:6]
+        self.tmp = Path(tempfile.mkdtemp(prefix="grete-bench-"))
+
+    def fresh_topic(self, case: Case, client: str) -> str:
+        from grete.testing.admin import wait_for_topic
+
+        name = f"bench-{self.run_id}-{case.name}-{client}"
+        self.admin.create_topic(name, self.args.partitions, self.rf, {}, 30.0)
+        wait_for_topic(self.admin, name, self.args.partitions, 30.0)
+        return name
+
+    def end_offsets(self, topic: str) -> int:
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"bench-{self.run_id}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            return sum(
+                c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(self.args.partitions)
+            )
+        finally:
+            c.close()
+
+    def verify_log(self, topic: str, n: int) -> str | None:
+        """The broker's own count: end offsets must reach N (HW can lag at RF>1)."""
+        deadline = time.monotonic() + 15
+        while True:
+            total = self.end_offsets(topic)
+            if total == n or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if total < n:
+            return f"broker has only {total:,} of {n:,}"
+        if total > n:
+            return f"broker has {total:,} records for {n:,} sent (duplicates)"
+        return None
+
+    def run(self, case: Case, client: str) -> Row:
+        row = Row(case.name, client)
+        if client == "java" and case.key_size:
+            row.note = "n/a: ProducerPerformance sends no keys"
+            return row
+        if client == "java" and self.jars is None:
+            row.note = "n/a: no Kafka jars"
+            return row
+        topic = self.fresh_topic(case, client)
+        if client == "java":
+            assert self.jars is not None
+            payload_file = None
+            if case.payload == "json":
+                # ProducerPerformance draws records at random from this file; a 10k pool of
+                # distinct lines keeps batches as varied as the Python clients' data.
+                payload_file = self.tmp / f"{case.name}.payloads"
+                payload_file.write_bytes(b"\n".join(make_values(case, self.args.seed, 10_000)))
+            argv = java_argv(self.jars, case, self.bootstrap, topic, payload_file)
+        else:
+            runner = "grete" if client.startswith("grete") else client
+            spec: dict[str, Any] = {
+                "runner": runner,
+                "bootstrap": self.bootstrap,
+                "topic": topic,
+                "case": case.__dict__,
+                "seed": self.args.seed,
+                "timeout": self.args.timeout,
+                "batch_size": int(client.split("-b")[1]) if runner == "grete" else None,
+            }
+            if self.args.profile and runner == "grete":
+                spec["profile"] = str(Path(self.args.profile) / f"{case.name}-{client}")
+            argv = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+        rc, out, err, maxrss, timed_out = run_child(argv, self.args.timeout)
+        row.peak_rss = maxrss
+        if timed_out:
+            row.note = f"FAILED: timeout after {self.args.timeout:.0f}s"
+            return row
+        if client == "java":
+            # Progress lines have the same shape as the final summary: take the last one.
+            found = list(_JAVA_SUMMARY.finditer(out))
+            m = found[-1] if found else None
+            if rc != 0 or m is None:
+                row.note = f"FAILED: rc={rc} {last_line(err or out)}"
+                return row
+            acked, rate = int(m.group(1)), float(m.group(2))
+            seconds = acked / rate if rate else 0.0
+            error = None if "Exception" not in err else last_line(err)
+        else:
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            if rc != 0 or not lines:
+                row.note = f"FAILED: rc={rc} {last_line(err or out)}"
+                return row
+            res = json.loads(lines[-1])
+            acked, seconds, error = res["acked"], res["seconds"], res["error"]
+            row.base_rss = res["base_rss"]
+        if acked != case.n or error:
+            row.note = f"FAILED: {acked:,}/{case.n:,} acked" + (f"; {error[:120]}" if error else "")
+            return row
+        problem = self.verify_log(topic, case.n)
+        if problem:
+            row.note = f"FAILED: {problem}"
+            return row
+        row.seconds = seconds
+        row.msgs_s = case.n / seconds
+        row.mib_s = case.n * (case.size + case.key_size) / seconds / MiB
+        row.note = "ok"
+        return row
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+def fmt_mib(b: int | None) -> str:
+    return "-" if b is None else f"{b / MiB:.0f}"
+
+
+def table(rows: list[Row], cases: dict[str, Case]) -> str:
+    out = [
+        "| case | client | msgs/s | MiB/s | time s | peak RSS MiB | RSS at start MiB | result |",
+        "|---|---|--:|--:|--:|--:|--:|---|",
+    ]
+    last = ""
+    for r in rows:
+        label = f"{r.case}: {cases[r.case].describe()}" if r.case != last else ""
+        last = r.case
+        speed = (
+            [f"{r.msgs_s:,.0f}", f"{r.mib_s:.1f}", f"{r.seconds:.2f}"]
+            if r.msgs_s
+            else ["-", "-", "-"]
+        )
+        out.append(
+            f"| {label} | {r.client} | "
+            + " | ".join(speed)
+            + f" | {fmt_mib(r.peak_rss)} | {fmt_mib(r.base_rss)} | {r.note} |"
+        )
+    return "\n".join(out)
+
+
+def select(spec: str, known: tuple[str, ...] | list[str]) -> list[str]:
+    """``grete`` picks every grete-* variant; names otherwise must match exactly."""
+    picked: list[str] = []
+    for want in (s.strip() for s in spec.split(",") if s.strip()):
+        found = [k for k in known if k == want or k.startswith(want + "-b")]
+        if not found:
+            raise SystemExit(f"unknown name {want!r}; choose from {', '.join(known)}")
+        picked += [f for f in found if f not in picked]
+    return picked
+
+
+def environment() -> Iterator[str]:
+    import platform
+
+    yield f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}"
+    try:
+        import aiokafka
+        import confluent_kafka
+        import kafka
+
+        yield (
+            f"confluent-kafka {confluent_kafka.version()[0]} "
+            f"(librdkafka {confluent_kafka.libversion()[0]}), "
+            f"aiokafka {aiokafka.__version__}, kafka-python {kafka.__version__}"
+        )
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--bootstrap", help="use this running cluster instead of starting one")
+    ap.add_argument(
+        "--brokers", type=int, choices=(1, 3), default=3, help="brokers to start (no --bootstrap)"
+    )
+    ap.add_argument("--quick", action="store_true", help="10x fewer messages: a smoke run")
+    ap.add_argument(
+        "--clients",
+        default=",".join(CLIENTS),
+        help=f"comma list of {', '.join(CLIENTS)} (grete = both)",
+    )
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per client run")
+    ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--profile", metavar="DIR", help="pyinstrument the grete runs into DIR")
+    args = ap.parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return
+
+    clients = select(args.clients, CLIENTS)
+    cases = {name: CASES[name] for name in select(args.cases, list(CASES))}
+    if args.quick:
+        cases = {k: Case(**{**c.__dict__, "n": c.n // 10}) for k, c in cases.items()}
+
+    jars: Path | None = None
+    if "java" in clients:
+        try:
+            from grete.testing.jars import ensure_kafka_jars
+
+            jars = ensure_kafka_jars()
+        except Exception as exc:  # Java/Maven missing: the other clients still run
+            print(f"note: no Kafka jars ({exc}); skipping java", file=sys.stderr)
+
+    cluster: Any = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+        from grete.testing.admin import make_admin
+
+        brokers = len(make_admin(bootstrap, None).broker_ids(10.0) or {0})
+    else:
+        from grete.testing.cluster import KafkaCluster
+
+        cluster = KafkaCluster(num_brokers=args.brokers).start()
+        bootstrap, brokers = cluster.bootstrap_servers, args.brokers
+    try:
+        bench = Bench(args, bootstrap, brokers, jars)
+        rows: list[Row] = []
+        for case in cases.values():
+            for client in clients:
+                row = bench.run(case, client)
+                rows.append(row)
+                speed = f"{row.msgs_s:,.0f} msg/s" if row.msgs_s else ""
+                print(
+                    f"  {case.name:8} {client:15} {speed:>16}  {row.note}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+    print(
+        f"## Produce throughput ({brokers} broker{'s' if brokers > 1 else ''}, "
+        f"{args.partitions} partitions, replication factor {min(3, brokers)}"
+        f"{', quick run' if args.quick else ''})\n"
+    )
+    for line in environment():
+        print(f"{line}  ")
+    print()
+    print(table(rows, cases))
+
+
+if __name__ == "__main__":
+    main()
