@@ -175,7 +175,7 @@ class _ScramExchange(SaslExchange):
         without_proof = f"c=biws,r={nonce}"
         auth_message = f"{self._first_bare},{text},{without_proof}".encode()
         signature = hmac.digest(stored_key, auth_message, self._hash)
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         server_key = hmac.digest(salted, b"Server Key", self._hash)
         self._server_signature = hmac.digest(server_key, auth_message, self._hash)
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()

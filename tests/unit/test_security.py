@@ -115,8 +115,9 @@ def _scram_server_final(
 ) -> bytes:
     """The broker's side of SCRAM: check the client's proof, return v=signature."""
     attrs = dict(p.split("=", 1) for p in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac(algo, password.encode(), base64.b64decode(attrs["s"]),
-                                 int(attrs["i"]))
+    salted = hashlib.pbkdf2_hmac(
+        algo, password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
+    )
     client_key = hmac.digest(salted, b"Client Key", algo)
     stored_key = hashlib.new(algo, client_key).digest()
     without_proof, _, proof = client_final.decode().rpartition(",p=")

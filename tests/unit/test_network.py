@@ -1,0 +1,253 @@
+"""Bootstrap host parsing and reconnect backoff of grete.network, without Kafka.
+
+Sockets only ever go to 127.0.0.1: a port that was just closed (connection
+refused at once) or a tiny fake broker thread that answers ApiVersions.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from grete.connection import ConnectionConfig
+from grete.errors import ConfigurationError, KafkaConnectionError
+from grete.network import Network, _Backoff, parse_hosts
+from grete.protocol import messages as m
+from grete.protocol.framing import decode_request_frame, encode_response_frame
+
+# ---------------------------------------------------------------- parse_hosts
+
+
+@pytest.mark.parametrize(
+    ("hosts", "expected"),
+    [
+        ("127.0.0.1:9092", [("127.0.0.1", 9092)]),
+        ("a:1,b:2", [("a", 1), ("b", 2)]),
+        (" a:1 , b:2 ,", [("a", 1), ("b", 2)]),
+        (["a:1", " b:65535 "], [("a", 1), ("b", 65535)]),
+        ("[::1]:9092", [("::1", 9092)]),
+        ("kafka-0.kafka.svc.cluster.local:9093", [("kafka-0.kafka.svc.cluster.local", 9093)]),
+    ],
+)
+def test_parse_hosts_accepts(hosts: str | list[str], expected: list[tuple[str, int]]) -> None:
+    assert parse_hosts(hosts) == expected
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        "",
+        " , ",
+        [],
+        "localhost",
+        "localhost:",
+        ":9092",
+        "h:0",
+        "h:65536",
+        "h:-1",
+        "h:+1",
+        "h:port",
+        "h:²",  # a digit to str.isdigit(), not to int()
+        "::1",  # bare IPv6 without a port
+        "[]:9092",
+    ],
+)
+def test_parse_hosts_refuses(hosts: str | list[str]) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_hosts(hosts)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (connect is refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _network(port: int, base: float = 0.01, ceiling: float = 0.16) -> Network:
+    return Network(
+        [("127.0.0.1", port)],
+        ConnectionConfig(connect_timeout_s=2.0, request_timeout_s=2.0),
+        reconnect_backoff_s=base,
+        reconnect_backoff_max_s=ceiling,
+    )
+
+
+def _wait_backoff_over(net: Network, node_id: int, limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while net.backing_off(node_id):
+        assert time.monotonic() < deadline, "backoff did not end"
+        time.sleep(0.005)
+
+
+# ---------------------------------------------------------------- backoff
+
+
+def test_second_attempt_fails_at_once_while_backing_off() -> None:
+    net = _network(_closed_port(), base=5.0, ceiling=10.0)
+    try:
+        with pytest.raises(KafkaConnectionError, match="cannot connect"):
+            net.connection(-1)
+        assert net.backing_off(-1)
+        t0 = time.monotonic()
+        with pytest.raises(KafkaConnectionError, match="backing off after 1 failure"):
+            net.connection(-1)
+        assert time.monotonic() - t0 < 0.1
+        assert not net.is_ready(-1)
+    finally:
+        net.close()
+
+
+def test_backoff_grows_exponentially_up_to_the_maximum() -> None:
+    port = _closed_port()
+    base, ceiling = 0.01, 0.16
+    net = _network(port, base, ceiling)
+    delays: list[float] = []
+    try:
+        for attempt in range(1, 8):
+            _wait_backoff_over(net, -1)
+            with pytest.raises(KafkaConnectionError, match="cannot connect"):
+                net.connection(-1)
+            state = net._backoff[("127.0.0.1", port)]
+            assert state.failures == attempt
+            delays.append(state.not_before - time.monotonic())
+    finally:
+        net.close()
+    for attempt, delay in enumerate(delays, start=1):
+        cap = min(ceiling, base * 2 ** (attempt - 1))
+        # Jitter keeps each delay in [cap/2, cap]; a little slack for the clock
+        # read between setting not_before and measuring it.
+        assert cap / 2 - 0.01 <= delay <= cap, (attempt, delay, cap)
+    # Exponential growth: the 5th delay's floor (0.08) is above the 1st's cap (0.01).
+    assert delays[4] > delays[0] * 4
+    # Capped: never past the maximum.
+    assert max(delays) <= ceiling
+
+
+def test_backoff_is_jittered() -> None:
+    port = _closed_port()
+    delays = []
+    for _ in range(12):
+        net = _network(port, base=1.0, ceiling=1.0)
+        try:
+            with pytest.raises(KafkaConnectionError):
+                net.connection(-1)
+            delays.append(net._backoff[("127.0.0.1", port)].not_before - time.monotonic())
+        finally:
+            net.close()
+    assert all(0.5 - 0.05 <= d <= 1.0 for d in delays), delays
+    # Twelve independent draws in [0.5, 1.0] s: without jitter they would coincide.
+    assert max(delays) - min(delays) > 0.02, delays
+
+
+def test_closed_network_refuses_connections() -> None:
+    net = _network(_closed_port())
+    net.close()
+    with pytest.raises(KafkaConnectionError, match="closed"):
+        net.connection(-1)
+
+
+def test_unknown_node_is_a_connection_error() -> None:
+    net = _network(_closed_port())
+    try:
+        with pytest.raises(KafkaConnectionError, match="not in the cluster metadata"):
+            net.connection(42)
+        assert not net.backing_off(42)
+    finally:
+        net.close()
+
+
+# ---------------------------------------------------------------- with a fake broker
+
+
+class _FakeBroker:
+    """Accepts connections on 127.0.0.1 and answers ApiVersions, nothing else."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.2)
+        self.port = int(self.listener.getsockname()[1])
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        deadline = time.monotonic() + 30
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            with conn:
+                conn.settimeout(2.0)
+                try:
+                    self._answer_api_versions(conn)
+                    conn.recv(1)  # hold the connection until the client goes
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _answer_api_versions(conn: socket.socket) -> None:
+        size = int.from_bytes(_recv_exact(conn, 4), "big")
+        cid, _, request = decode_request_frame(_recv_exact(conn, size), m.APIS_BY_KEY)
+        body = {
+            "error_code": 0,
+            "api_keys": [
+                {"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
+                for a in m.ALL_APIS
+            ],
+        }
+        conn.sendall(encode_response_frame(cid, request.api, request.version, body))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = b""
+    for _ in range(10_000):
+        if len(buf) >= n:
+            break
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise OSError("peer closed")
+        buf += chunk
+    return buf
+
+
+@pytest.fixture
+def fake_broker() -> Iterator[_FakeBroker]:
+    broker = _FakeBroker()
+    yield broker
+    broker.close()
+
+
+def test_connect_negotiates_versions_and_resets_backoff(fake_broker: _FakeBroker) -> None:
+    net = _network(fake_broker.port)
+    try:
+        # Pretend earlier attempts failed, and their backoff is over.
+        state = net._backoff[("127.0.0.1", fake_broker.port)] = _Backoff()
+        state.failures = 3
+        conn = net.connection(-1)
+        assert conn.connected
+        assert conn.version(m.METADATA) == m.METADATA.max_version
+        assert state.failures == 0
+        # The ready connection is reused, not reopened.
+        assert net.connection(-1) is conn
+        assert fake_broker.accepted == 1
+    finally:
+        net.close()
+    assert not conn.connected
