@@ -40,9 +40,12 @@ def parse_hosts(hosts: str | Iterable[str]) -> list[Address]:
         if not item:
             continue
         host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        host = host.strip().strip("[]")
+        # isascii(): str.isdigit() is also true for "²", which int() refuses.
+        ok_port = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+        if not sep or not host or host.strip(":") == "" or not ok_port:
             raise ConfigurationError(f"bad host {item!r}: expected host:port")
-        out.append((host.strip("[]"), int(port)))
+        out.append((host, int(port)))
     if not out:
         raise ConfigurationError("no bootstrap hosts given")
     return out
