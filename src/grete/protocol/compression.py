@@ -131,7 +131,10 @@ def compress(
     if codec is CompressionType.LZ4:
         # Independent blocks: Kafka's Java reader decompresses each block on its own,
         # so linked blocks (cramjam's default) could not be read back by brokers.
-        comp = cj.lz4.Compressor(level=effective, content_checksum=False, block_linked=False)
+        # Like the Java client, the default level (9) means LZ4's fast compressor, not
+        # high-compression level 9, which is ~40x slower; other levels select LZ4-HC.
+        lz4_level = 0 if effective == DEFAULT_LEVELS[CompressionType.LZ4] else effective
+        comp = cj.lz4.Compressor(level=lz4_level, content_checksum=False, block_linked=False)
         comp.compress(bytes(data))
         return bytes(comp.finish())
     return bytes(cj.zstd.compress(bytes(data), level=effective))

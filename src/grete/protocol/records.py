@@ -139,6 +139,52 @@ def _header_blob(hs: Sequence[tuple[str, bytes | None]] | None) -> bytes:
     return b"".join(parts)
 
 
+def _header_columns(
+    headers: Sequence[Sequence[tuple[str, bytes | None]] | None], n: int
+) -> tuple[list[Sequence[bytes]], Sequence[int]] | None:
+    """Headers as columns when every record has the same number of them (the usual
+    case: each record carries the same header keys), else None.
+
+    Returns the columns (count, then per header position: key with its length,
+    value length, value) and each record's total header bytes.
+    """
+    try:
+        shapes = set(map(len, headers))  # type: ignore[arg-type]
+    except TypeError:  # some record has None for headers
+        return None
+    if len(shapes) != 1:
+        return None
+    h = shapes.pop()
+    if h == 0 or h >= 64:
+        return None
+    columns: list[Sequence[bytes]] = [[_LEN[h]] * n]
+    sizes: Sequence[int] = [1] * n
+    # zip(*...) transposes in C: per header position, then into names and values.
+    for position in zip(*headers, strict=True):
+        names, values = zip(*position, strict=True)
+        if names.count(names[0]) == n:
+            kb = names[0].encode()
+            if len(kb) >= _M:
+                return None
+            key_piece = _LEN[len(kb)] + kb
+            columns.append([key_piece] * n)
+            sizes = list(map(add, sizes, repeat(len(key_piece), n)))
+        else:
+            encoded = list(map(str.encode, names))
+            klens = list(map(len, encoded))
+            if max(klens) >= _M:
+                return None
+            columns.append(list(map(add, map(_LEN.__getitem__, klens), encoded)))
+            sizes = list(map(add, sizes, map(_SIZE.__getitem__, klens)))
+        vlens, vpieces = _lengths(values)
+        if max(vlens) >= _M:
+            return None
+        columns.append(list(map(_LEN.__getitem__, vlens)))
+        columns.append(vpieces)
+        sizes = list(map(add, sizes, map(_SIZE.__getitem__, vlens)))
+    return columns, sizes
+
+
 def record_size(
     key: bytes | None,
     value: bytes | None,
@@ -289,10 +335,16 @@ def _encode_columns(
         total = map(add, total, map(_SIZE.__getitem__, klens))
     if deltas is not None:
         total = map(add, total, map(_TSA_SIZE.__getitem__, deltas))
-    hblobs: list[bytes] = []
+    hcolumns: list[Sequence[bytes]] = []
     if headers is not None:
-        hblobs = list(map(_header_blob, headers))
-        total = map(add, total, map(len, hblobs))
+        shaped = _header_columns(headers, n)
+        if shaped is None:
+            hblobs = list(map(_header_blob, headers))
+            total = map(add, total, map(len, hblobs))
+            hcolumns = [hblobs]
+        else:
+            hcolumns, hsizes = shaped
+            total = map(add, total, hsizes)
     rec_lens = list(total)
     if max(rec_lens) >= _M:
         return None
@@ -312,8 +364,7 @@ def _encode_columns(
         columns.append(kpieces)
     columns.append(list(map(_LEN.__getitem__, vlens)))
     columns.append(vpieces)
-    if headers is not None:
-        columns.append(hblobs)
+    columns.extend(hcolumns)
 
     k = len(columns)
     stop = k * n

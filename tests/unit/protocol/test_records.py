@@ -333,3 +333,24 @@ def test_core_runs_without_optional_extras() -> None:
         "    raise AssertionError('zstd without cramjam')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("same_names", [True, False])
+def test_header_columns_match_slow_path(same_names: bool) -> None:
+    n = 60
+    headers: list[Headers | None] = [
+        [
+            ("trace" if same_names else f"trace-{i}", b"t" * (i % 9)),
+            ("\u00fcber" if same_names else "\u00fc" * (i % 3), None if i % 4 else b""),
+        ]
+        for i in range(n)
+    ]
+    values: list[bytes | None] = [b"v" * i for i in range(n)]
+    keys: list[bytes | None] = [b"k%d" % i for i in range(n)]
+    assert records._header_columns(headers, n) is not None
+    fast = records._encode_columns(values, keys, headers, None, n)
+    slow = records._encode_records_slow(values, keys, headers, None, n)
+    assert fast is not None
+    assert b"".join(fast) == b"".join(slow)
+    [batch] = decode_batches(encode_batch(values, keys, headers, base_timestamp=TS))
+    assert [r.headers for r in batch.records] == headers
