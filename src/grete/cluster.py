@@ -151,17 +151,20 @@ class Cluster:
             key=lambda n: (not self.network.is_ready(n), self.network.backing_off(n)),
         )
         candidates += [-(i + 1) for i in range(len(self.network.bootstrap))]
-        errors: list[str] = []
+        errors: list[KafkaError] = []
         for node_id in candidates:
             try:
                 return self.network.request(node_id, m.METADATA, body)
             except KafkaError as exc:
                 if not exc.retriable:
                     raise
-                errors.append(f"{exc}")
-        raise KafkaConnectionError(
-            "no broker answered a metadata request: " + "; ".join(errors[-4:])
-        )
+                errors.append(exc)
+        why = "no broker answered a metadata request: " + "; ".join(map(str, errors[-4:]))
+        # Brokers that accepted connections but never answered are a timeout,
+        # not a refusal: keep the type callers catch for it.
+        if errors and all(isinstance(e, KafkaTimeoutError) for e in errors):
+            raise KafkaTimeoutError(why)
+        raise KafkaConnectionError(why)
 
     def update(self, topics: list[str] | None = None, *, auto_create: bool = False) -> None:
         """Refresh brokers and the given topics (all topics when None)."""
@@ -226,9 +229,10 @@ class Cluster:
             ):
                 # KRaft brokers that auto-create topics still answer UNKNOWN at
                 # first, so when we asked for creation it gets a short grace.
+                why = " (and the brokers did not auto-create it)"
                 raise UnknownTopicOrPartition(
                     f"topic {name!r} does not exist"
-                    + (" (and the brokers did not auto-create it)" if self.allow_auto_create_topics else "")
+                    + (why if self.allow_auto_create_topics else "")
                 )
             elif code not in (_LEADER_NOT_AVAILABLE, _UNKNOWN_TOPIC_OR_PARTITION):
                 raise error_for_code(code, f"topic {name!r}")
