@@ -26,7 +26,7 @@ from grete.network import Network
 from grete.protocol import messages as m
 
 if TYPE_CHECKING:
-    from grete.producer import Producer
+    from grete.producer import BackgroundProducer, Producer
 
 log = logging.getLogger("grete.cluster")
 
@@ -83,6 +83,13 @@ class Topic:
         from grete.producer import Producer
 
         return Producer(self.cluster, self, **kwargs)
+
+    def get_producer(self, **kwargs: Any) -> BackgroundProducer:
+        """A :class:`grete.BackgroundProducer` for this topic (``produce()``
+        returns at once; a sender thread delivers)."""
+        from grete.producer import BackgroundProducer
+
+        return BackgroundProducer(self.cluster, self, **kwargs)
 
 
 class TopicDict(Mapping[str, Topic]):

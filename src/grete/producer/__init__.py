@@ -1,16 +1,21 @@
-"""Producers: the synchronous seed ``Producer`` and the shared send engine."""
+"""Producers: the synchronous seed ``Producer``, the ``BackgroundProducer``, and
+the send engine they share."""
 
+from grete.producer.background import BackgroundProducer, DeliveryFuture
 from grete.producer.errors import (
     DeliveryTimeoutError,
     InvalidMessageError,
     MessageFailure,
     ProduceFailureError,
     ProducerClosedError,
+    ProducerQueueFullError,
 )
 from grete.producer.message import DeliveryResult, Message
 from grete.producer.sync import Producer
 
 __all__ = [
+    "BackgroundProducer",
+    "DeliveryFuture",
     "DeliveryResult",
     "DeliveryTimeoutError",
     "InvalidMessageError",
@@ -19,4 +24,5 @@ __all__ = [
     "ProduceFailureError",
     "Producer",
     "ProducerClosedError",
+    "ProducerQueueFullError",
 ]

@@ -91,8 +91,9 @@ class Accumulator:
         ready, self._ready = self._ready, []
         for partition, batch in list(self._open.items()):
             if force or now - batch.created >= self.linger_s:
-                del self._open[partition]
-                ready.append(batch)
+                self._close(partition, batch)
+        ready.extend(self._ready)
+        self._ready = []
         return ready
 
     def next_deadline(self) -> float | None:

@@ -34,6 +34,7 @@ from grete.errors import (
     error_for_code,
 )
 from grete.producer.batch import ProducerBatch
+from grete.producer.metrics import Metrics
 from grete.protocol.compression import CompressionType
 from grete.protocol.errors import error_info
 
@@ -62,6 +63,7 @@ class Plan:
     body: dict[str, Any]
     batches: list[ProducerBatch]
     expect_response: bool
+    sent_at: float = 0.0
 
 
 @dataclass
@@ -90,6 +92,7 @@ class ProduceEngine:
         max_in_flight: int = 5,
         idempotent: bool = False,
         transactional_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.on_done = on_done
         self.acks = acks
@@ -114,6 +117,9 @@ class ProduceEngine:
         self._node_in_flight: dict[int, int] = {}
         self._queued = 0
         self.in_flight = 0
+        self.metrics = metrics if metrics is not None else Metrics()
+        # Set when the producer is closing out of time: nothing is retried any more.
+        self.closing_error: KafkaError | None = None
 
     # -- state -------------------------------------------------------------
 
@@ -286,11 +292,13 @@ class ProduceEngine:
         }
         self._node_in_flight[node] = self._node_in_flight.get(node, 0) + 1
         self.in_flight += 1
-        return Plan(node, body, batches, self.acks != 0), rest
+        self.metrics.requests += 1
+        return Plan(node, body, batches, self.acks != 0, now), rest
 
     # -- outcomes ----------------------------------------------------------
 
-    def _landed(self, plan: Plan) -> None:
+    def _landed(self, plan: Plan, now: float) -> None:
+        self.metrics.request_latency(now - plan.sent_at)
         self._node_in_flight[plan.node_id] -= 1
         self.in_flight -= 1
         for batch in plan.batches:
@@ -298,7 +306,7 @@ class ProduceEngine:
 
     def on_response(self, plan: Plan, body: dict[str, Any] | None, now: float) -> None:
         """The broker answered ``plan`` (``body`` is None for acks=0)."""
-        self._landed(plan)
+        self._landed(plan, now)
         if body is None:
             for batch in plan.batches:
                 self._finish(batch, -1, -1, None)
@@ -366,14 +374,15 @@ class ProduceEngine:
         written), or its connection failed or timed out after it left: the
         outcome is unknown, and a retry keeps the batch's sequence so the
         broker can drop it if it did land."""
-        self._landed(plan)
+        self._landed(plan, now)
         self.needs_metadata = True
         for batch in plan.batches:
             batch.maybe_written = batch.maybe_written or sent
             self._failed(batch, now, error, retriable=True)
 
     def _failed(self, batch: ProducerBatch, now: float, error: KafkaError, retriable: bool) -> None:
-        if retriable and batch.attempts <= self.max_retries:
+        if retriable and batch.attempts <= self.max_retries and self.closing_error is None:
+            self.metrics.retries += 1
             self._requeue(batch, self._state(batch), now, count=True)
             return
         self._gap(batch)

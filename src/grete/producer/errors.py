@@ -22,6 +22,13 @@ class ProducerClosedError(KafkaError):
     """The producer was closed."""
 
 
+class ProducerQueueFullError(KafkaError):
+    """The producer holds ``max_queued_messages`` / ``max_buffer_bytes`` already
+    and ``block_on_queue_full`` is off, or the wait for space ran out."""
+
+    retriable = True
+
+
 class DeliveryTimeoutError(KafkaError):
     """A message's ``delivery_timeout_ms`` ran out before it was acknowledged."""
 

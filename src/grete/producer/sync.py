@@ -153,7 +153,9 @@ class Producer:
             batch = messages if isinstance(messages, list) else list(messages)
             if self._partitioner is random_partitioner and set(map(type, batch)) == {bytes}:
                 return self._produce_values(batch)
-            return self._produce_all(list(self._normalise(batch)))
+            # Lazily: a sticky partitioner must see each batch close before
+            # it places the next message. Nothing is sent before the loop ends.
+            return self._produce_all(self._normalise(batch))
 
     def _partition_messages(
         self, messages: Iterable[Any]
@@ -228,7 +230,7 @@ class Producer:
             yield key, value, headers, timestamp, partition
 
     def _produce_all(
-        self, messages: list[tuple[bytes | None, bytes | None, Headers | None, int, int]]
+        self, messages: Iterable[tuple[bytes | None, bytes | None, Headers | None, int, int]]
     ) -> Sequence[DeliveryResult]:
         """Batch normalised messages per partition and send them."""
         failures: list[MessageFailure] = []
@@ -240,13 +242,15 @@ class Producer:
             on_new_batch=self._partition_done,
         )
         now = time.monotonic()
+        count = 0
         for index, (key, value, headers, timestamp, partition) in enumerate(messages):
+            count += 1
             size = record_size(key, value, headers)
             if size > max_bytes:
                 failures.append(MessageFailure(index, self._too_large(index, size), False))
                 continue
             acc.append(partition, key, value, headers, timestamp, index, size, now)
-        return self._send_batches(len(messages), acc.drain(now, force=True), failures)
+        return self._send_batches(count, acc.drain(now, force=True), failures)
 
     def _partition_done(self, partition: int) -> None:
         if self._on_new_batch is not None:

@@ -1,0 +1,524 @@
+"""The background producer: ``produce()`` returns at once, a sender thread
+batches (``linger_ms``), sends, retries, and reports every delivery.
+
+It is the same engine, accumulator and driver as the synchronous producer;
+only the threading around them lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from grete.cluster import Cluster, Topic
+from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError
+from grete.partitioners import DefaultPartitioner
+from grete.producer.accumulator import Accumulator, record_size
+from grete.producer.batch import ProducerBatch
+from grete.producer.driver import Driver
+from grete.producer.engine import ProduceEngine
+from grete.producer.errors import (
+    InvalidMessageError,
+    ProducerClosedError,
+    ProducerQueueFullError,
+)
+from grete.producer.message import DeliveryResult, Headers, to_bytes, to_headers
+from grete.producer.metrics import Metrics
+from grete.protocol.compression import CompressionType, validate_level
+
+log = logging.getLogger("grete.producer")
+
+_BATCH_OVERHEAD = 61
+
+Callback = Callable[["DeliveryFuture"], None]
+
+
+class DeliveryFuture:
+    """The outcome of one ``produce()``: ``result(timeout)`` gives the
+    :class:`~grete.DeliveryResult` or raises the failure. Lighter than
+    ``concurrent.futures.Future`` (one per message adds up), with the same
+    reading methods: ``done()``, ``result()``, ``exception()``, ``add_done_callback()``.
+    """
+
+    __slots__ = ("_callbacks", "_error", "_maybe", "_result", "_sender", "_size", "key", "value")
+
+    def __init__(self, sender: _Sender, key: bytes | None, value: bytes | None, size: int) -> None:
+        self._sender = sender
+        self.key = key
+        self.value = value
+        self._size = size
+        self._maybe = False
+        self._result: DeliveryResult | None = None
+        self._error: KafkaError | None = None
+        self._callbacks: list[Callback] | None = None
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else (self._error or self._result)
+        return f"<DeliveryFuture {state}>"
+
+    def done(self) -> bool:
+        return self._result is not None or self._error is not None
+
+    def _wait(self, timeout: float | None) -> None:
+        if self.done():
+            return
+        cond = self._sender.done_cond
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with cond:
+            while not self.done():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise KafkaTimeoutError("delivery not reported within the timeout")
+                cond.wait(left)
+
+    def result(self, timeout: float | None = None) -> DeliveryResult:
+        self._wait(timeout)
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def exception(self, timeout: float | None = None) -> KafkaError | None:
+        self._wait(timeout)
+        return self._error
+
+    @property
+    def maybe_written(self) -> bool:
+        """For a failure: True when the message may still be in the log."""
+        return self._maybe
+
+    def add_done_callback(self, fn: Callback) -> None:
+        if self.done():
+            fn(self)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
+        else:
+            self._callbacks.append(fn)
+
+
+class _Sender:
+    """The sender thread and every piece of state it shares with produce().
+
+    Kept apart from :class:`BackgroundProducer` so that the thread holds no
+    reference to the user's object: a producer dropped without close() is
+    collected, warned about and closed, instead of leaking a thread.
+    """
+
+    def __init__(self, owner: BackgroundProducer, cluster: Cluster, engine: ProduceEngine) -> None:
+        self.lock = threading.Lock()
+        self.space = threading.Condition(self.lock)  # produce() waits here when full
+        self.done_cond = threading.Condition(threading.Lock())  # result() waits here
+        self.cluster = cluster
+        self.network = cluster.network
+        self.engine = engine
+        self.driver = Driver(engine, cluster)
+        self.acc: Accumulator = owner._acc
+        self.delivery_timeout_s = owner._delivery_timeout_s
+        self.reports: queue.Queue[tuple[DeliveryFuture, KafkaError | None]] | None = (
+            queue.Queue() if owner._delivery_reports else None
+        )
+        self.metrics = owner._metrics
+        self.queued_messages = 0
+        self.queued_bytes = 0
+        self.flushing = 0
+        self.closing = False
+        self.stopped = threading.Event()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self.run, name="grete-sender", daemon=True)
+
+    # -- the sender thread -------------------------------------------------
+
+    def run(self) -> None:
+        engine = self.engine
+        try:
+            while True:
+                now = time.monotonic()
+                with self.lock:
+                    force = self.flushing > 0 or self.closing
+                    batches = self.acc.drain(now, force=force)
+                    deadline = self.acc.next_deadline()
+                    closing = self.closing
+                for batch in batches:
+                    engine.add(batch)
+                engine.expire(now, self._deadline_of)
+                if engine.closing_error is not None:
+                    engine.fail_all(engine.closing_error)
+                if closing and engine.idle:
+                    with self.lock:
+                        if not len(self.acc):
+                            break
+                timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - now))
+                self.driver.step(timeout)
+        except BaseException as exc:  # never die silently with messages queued
+            log.exception("sender thread failed")
+            error = exc if isinstance(exc, KafkaError) else KafkaError(f"sender failed: {exc!r}")
+            with self.lock:
+                for batch in self.acc.take_all():
+                    self.batch_done(batch, -1, -1, error)
+            engine.fail_all(error)
+        finally:
+            self.stopped.set()
+
+    def _deadline_of(self, batch: ProducerBatch) -> float:
+        return batch.created + self.delivery_timeout_s
+
+    def batch_done(
+        self, batch: ProducerBatch, base_offset: int, append_time: int, error: KafkaError | None
+    ) -> None:
+        """Resolve every future of ``batch`` (called on the sender thread)."""
+        futures: Sequence[DeliveryFuture] = batch.handles  # type: ignore[assignment]
+        p = batch.partition
+        if error is not None:
+            for f in futures:
+                f._maybe = batch.maybe_written
+                f._error = error
+            self.metrics.errors += len(futures)
+        else:
+            stamps = batch.timestamps or [batch.base_timestamp] * len(futures)
+            for n, (f, ts) in enumerate(zip(futures, stamps)):
+                f._result = DeliveryResult(
+                    p, base_offset + n if base_offset >= 0 else -1,
+                    append_time if append_time >= 0 else ts,
+                )
+            self.metrics.messages_sent += len(futures)
+            self.metrics.bytes_sent += batch.size
+            self.metrics.batches += 1
+        with self.done_cond:
+            self.done_cond.notify_all()
+        for f in futures:
+            if f._callbacks:
+                for fn in f._callbacks:
+                    try:
+                        fn(f)
+                    except Exception:
+                        log.exception("delivery callback raised")
+        if self.reports is not None:
+            for f in futures:
+                self.reports.put((f, f._error))
+        else:
+            self._release(len(futures), batch.size)
+
+    def _release(self, count: int, size: int) -> None:
+        with self.lock:
+            self.queued_messages -= count
+            self.queued_bytes -= size
+            self.space.notify_all()
+
+
+class BackgroundProducer:
+    """Produce without waiting: each ``produce()`` returns a :class:`DeliveryFuture`.
+
+    pykafka 2.x's asynchronous producer with its users' complaints answered:
+    ``linger_ms`` defaults to 5 (not 5 s), memory is bounded by
+    ``max_queued_messages`` and ``max_buffer_bytes`` whatever the broker does,
+    ``stop()`` never hangs, and every message is reported, success or failure.
+
+    :param required_acks: -1 by default (as Kafka 4's Java client), idempotent.
+    :param linger_ms: how long a batch may wait to fill up.
+    :param batch_size: the most messages per batch; ``max_batch_bytes`` the most bytes.
+    :param max_queued_messages / max_buffer_bytes: bound on messages not yet
+        reported (acknowledged, failed, or, with ``delivery_reports``, read).
+    :param block_on_queue_full: block ``produce()`` up to ``queue_full_timeout_ms``
+        when the bound is reached (then raise), or raise at once.
+    :param delivery_timeout_ms: the most time from ``produce()`` to a report.
+    :param delivery_reports: keep a queue of ``(future, error)`` for
+        :meth:`get_delivery_report` (pykafka's style); its entries count
+        against ``max_queued_messages`` until read.
+    :param serializer / key_serializer: turn non-bytes values and keys into bytes.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        topic: Topic,
+        partitioner: Any = None,
+        compression: CompressionType | int = CompressionType.NONE,
+        max_retries: int = 2_147_483_647,
+        retry_backoff_ms: int = 100,
+        required_acks: int = -1,
+        ack_timeout_ms: int = 30_000,
+        batch_size: int = 10_000,
+        *,
+        linger_ms: float = 5,
+        max_batch_bytes: int = 1 << 20,
+        compression_level: int | None = None,
+        max_request_size: int = 1 << 20,
+        max_queued_messages: int = 100_000,
+        max_buffer_bytes: int = 64 << 20,
+        block_on_queue_full: bool = True,
+        queue_full_timeout_ms: float = 60_000,
+        delivery_timeout_ms: float = 120_000,
+        max_in_flight: int = 5,
+        enable_idempotence: bool | None = None,
+        delivery_reports: bool = False,
+        serializer: Callable[[Any], bytes] | None = None,
+        key_serializer: Callable[[Any], bytes] | None = None,
+        retry_backoff_max_ms: int = 1_000,
+    ) -> None:
+        if not isinstance(cluster, Cluster) or not isinstance(topic, Topic):
+            raise ConfigurationError("pass client.cluster and client.topics[name]")
+        compression = CompressionType(compression)
+        validate_level(compression, compression_level)
+        if required_acks not in (0, 1, -1):
+            raise ConfigurationError(f"required_acks must be 0, 1 or -1, not {required_acks!r}")
+        if enable_idempotence is None:
+            enable_idempotence = required_acks == -1
+        elif enable_idempotence and required_acks != -1:
+            raise ConfigurationError("enable_idempotence needs required_acks=-1")
+        for name, value, lo in (
+            ("batch_size", batch_size, 1), ("max_queued_messages", max_queued_messages, 1),
+            ("max_buffer_bytes", max_buffer_bytes, 1024), ("max_batch_bytes", max_batch_bytes, 1024),
+            ("max_request_size", max_request_size, 1024), ("max_retries", max_retries, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+                raise ConfigurationError(f"{name} must be an integer >= {lo}, not {value!r}")
+        for name, fvalue in (("linger_ms", linger_ms), ("delivery_timeout_ms", delivery_timeout_ms),
+                             ("queue_full_timeout_ms", queue_full_timeout_ms)):
+            if not isinstance(fvalue, (int, float)) or fvalue < 0:
+                raise ConfigurationError(f"{name} must be >= 0, not {fvalue!r}")
+        if not 1 <= max_in_flight <= (5 if enable_idempotence else 1000):
+            raise ConfigurationError("max_in_flight must be 1..5 with idempotence")
+        self._cluster, self._topic = cluster, topic
+        self._partitioner = partitioner if partitioner is not None else DefaultPartitioner()
+        self._on_new_batch = getattr(self._partitioner, "on_new_batch", None)
+        self._serializer, self._key_serializer = serializer, key_serializer
+        self._max_record = min(max_batch_bytes, max_request_size) - _BATCH_OVERHEAD
+        self._max_queued_messages = max_queued_messages
+        self._max_buffer_bytes = max_buffer_bytes
+        self._block = block_on_queue_full
+        self._queue_full_timeout_s = queue_full_timeout_ms / 1000
+        self._delivery_timeout_s = delivery_timeout_ms / 1000
+        self._delivery_reports = delivery_reports
+        self._metrics = Metrics()
+        self._acc = Accumulator(
+            topic.name,
+            max_records=batch_size,
+            max_bytes=min(max_batch_bytes, max_request_size) - _BATCH_OVERHEAD,
+            linger_s=linger_ms / 1000,
+            on_new_batch=_sticky_hook(topic, self._on_new_batch),
+        )
+        engine = ProduceEngine(
+            on_done=lambda *a: None,
+            acks=required_acks,
+            timeout_ms=int(ack_timeout_ms),
+            compression=compression,
+            compression_level=compression_level,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_ms / 1000,
+            retry_backoff_max_s=retry_backoff_max_ms / 1000,
+            max_request_size=max_request_size,
+            max_in_flight=max_in_flight,
+            idempotent=enable_idempotence,
+            metrics=self._metrics,
+        )
+        self._sender = sender = _Sender(self, cluster, engine)
+        engine.on_done = sender.batch_done
+        self._closed = False
+        sender.thread.start()
+        self._finalizer = weakref.finalize(self, _abandoned, sender)
+
+    def __repr__(self) -> str:
+        return f"<grete.BackgroundProducer topic={self._topic.name!r}>"
+
+    # -- producing ---------------------------------------------------------
+
+    def produce(
+        self,
+        value: Any,
+        partition_key: Any = None,
+        timestamp: int | None = None,
+        headers: Any = None,
+        partition: int | None = None,
+        callback: Callback | None = None,
+    ) -> DeliveryFuture:
+        """Queue one message; returns its :class:`DeliveryFuture` at once (or
+        blocks while the queue is full, per ``block_on_queue_full``)."""
+        sender = self._sender
+        if self._closed:
+            raise ProducerClosedError("produce() on a closed producer")
+        if sender.pid != os.getpid():
+            raise ProducerClosedError(
+                "this producer was started in another process (fork); create a new one here"
+            )
+        if self._serializer is not None and value is not None:
+            value = self._serializer(value)
+        if self._key_serializer is not None and partition_key is not None:
+            partition_key = self._key_serializer(partition_key)
+        v = value if type(value) is bytes else to_bytes(value, "value", 0)
+        k = partition_key if partition_key is None or type(partition_key) is bytes else to_bytes(
+            partition_key, "key", 0
+        )
+        h: Headers | None = to_headers(headers, 0) if headers is not None else None
+        if timestamp is None:
+            ts = int(time.time() * 1000)
+        elif isinstance(timestamp, int) and not isinstance(timestamp, bool) and timestamp >= 0:
+            ts = timestamp
+        else:
+            raise InvalidMessageError(f"timestamp must be a non-negative int (ms), not {timestamp!r}")
+        size = record_size(k, v, h)
+        if size > self._max_record:
+            from grete.errors import MessageSizeTooLarge
+
+            raise MessageSizeTooLarge(
+                f"message of {size} bytes is over max_request_size/max_batch_bytes; not sent"
+            )
+        parts = self._topic.partitions
+        if partition is not None:
+            if partition not in parts:
+                raise InvalidMessageError(
+                    f"topic {self._topic.name!r} has no partition {partition!r}"
+                )
+            pid = partition
+        else:
+            pid = self._partitioner([parts[i] for i in sorted(parts)], k).id
+        future = DeliveryFuture(sender, k, v, size)
+        if callback is not None:
+            future._callbacks = [callback]
+        now = time.monotonic()
+        with sender.lock:
+            if (sender.queued_messages >= self._max_queued_messages
+                    or sender.queued_bytes + size > self._max_buffer_bytes):
+                self._wait_for_space(size)
+            if self._closed:
+                raise ProducerClosedError("produce() on a closed producer")
+            sender.queued_messages += 1
+            sender.queued_bytes += size
+            full = self._acc.append(pid, k, v, h, ts, future, size, now)
+        if full:
+            sender.network.wakeup()
+        return future
+
+    def _wait_for_space(self, size: int) -> None:
+        """Called with the sender lock held."""
+        sender = self._sender
+        if not self._block:
+            raise ProducerQueueFullError(
+                f"{sender.queued_messages} messages / {sender.queued_bytes} bytes queued"
+            )
+        deadline = time.monotonic() + self._queue_full_timeout_s
+        while (sender.queued_messages >= self._max_queued_messages
+               or sender.queued_bytes + size > self._max_buffer_bytes):
+            left = deadline - time.monotonic()
+            if left <= 0 or sender.stopped.is_set():
+                raise ProducerQueueFullError(
+                    f"queue still full after {self._queue_full_timeout_s:.1f}s "
+                    f"({sender.queued_messages} messages, {sender.queued_bytes} bytes)"
+                )
+            sender.space.wait(left)
+
+    def get_delivery_report(
+        self, block: bool = True, timeout: float | None = None
+    ) -> tuple[DeliveryFuture, KafkaError | None]:
+        """pykafka's delivery reports: ``(future, error)``; raises ``queue.Empty``."""
+        reports = self._sender.reports
+        if reports is None:
+            raise ConfigurationError("delivery reports are off (delivery_reports=True turns them on)")
+        future, error = reports.get(block, timeout)
+        self._sender._release(1, future._size)
+        return future, error
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Send everything queued and wait for its reports; returns how many
+        messages are still unreported (0 unless ``timeout`` ran out)."""
+        sender = self._sender
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with sender.lock:
+            sender.flushing += 1
+        sender.network.wakeup()
+        try:
+            while True:
+                with sender.lock:
+                    left_msgs = len(self._acc)
+                engine_busy = not sender.engine.idle
+                pending = left_msgs or engine_busy
+                if not pending or sender.stopped.is_set():
+                    return 0 if not pending else self._unreported()
+                if deadline is not None and time.monotonic() >= deadline:
+                    return self._unreported()
+                with sender.done_cond:
+                    sender.done_cond.wait(0.01)
+        finally:
+            with sender.lock:
+                sender.flushing -= 1
+
+    def _unreported(self) -> int:
+        return self._sender.queued_messages
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver or fail everything queued, then stop the sender thread.
+
+        Bounded: within ``timeout`` seconds (default: ``delivery_timeout_ms``)
+        every queued message has been reported, failed ones with the reason.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        _shutdown(self._sender, self._delivery_timeout_s if timeout is None else timeout)
+
+    def stop(self) -> None:
+        """pykafka's name for :meth:`close`."""
+        self.close()
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and timings: messages/bytes sent, batches, retries, errors,
+        queue depth, request latency percentiles (ms)."""
+        out = self._metrics.snapshot()
+        out["queued_messages"] = self._sender.queued_messages
+        out["queued_bytes"] = self._sender.queued_bytes
+        return out
+
+    def __enter__(self) -> BackgroundProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _sticky_hook(topic: Topic, hook: Any) -> Callable[[int], None] | None:
+    """The accumulator's batch-closed hook (a closure, not a bound method, so the
+    sender thread keeps no reference to the producer object)."""
+    if hook is None:
+        return None
+
+    def closed(partition: int) -> None:
+        parts = topic.partitions
+        hook([parts[i] for i in sorted(parts)], partition)
+
+    return closed
+
+
+def _shutdown(sender: _Sender, timeout: float) -> None:
+    with sender.lock:
+        sender.closing = True
+    sender.network.wakeup()
+    if not sender.stopped.wait(timeout):
+        # Out of time: fail what is left, so close() never hangs and nothing
+        # is left unreported.
+        error = KafkaTimeoutError(f"producer closed before delivery ({timeout:.1f}s)")
+        with sender.lock:
+            leftovers = sender.acc.take_all()
+        for batch in leftovers:
+            sender.batch_done(batch, -1, -1, error)
+        sender.engine.closing_error = error
+        sender.network.wakeup()
+        sender.stopped.wait(1.0)
+
+
+def _abandoned(sender: _Sender) -> None:
+    if sender.queued_messages or not sender.stopped.is_set():
+        warnings.warn(
+            "a grete BackgroundProducer was garbage-collected without close(); "
+            "closing it now (call close() or use it as a context manager)",
+            ResourceWarning,
+            stacklevel=2,
+        )
+        _shutdown(sender, sender.delivery_timeout_s)
+
