@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -25,7 +25,7 @@ from typing import IO, Any
 from . import process
 from .admin import ClusterAdmin, make_admin, wait_for_topic
 from .jars import DEFAULT_KAFKA_VERSION, ensure_kafka_jars, find_java
-from .tls import TlsFiles, generate_tls_files
+from .tls import TlsFiles, generate_tls_files, tls_paths
 
 __all__ = [
     "CLIENT_PROTOCOLS",
@@ -310,7 +310,6 @@ class KafkaCluster:
                 self, shutil.rmtree, str(self.base_dir), ignore_errors=True
             )
         try:
-            self.tls = generate_tls_files(self.base_dir / "tls")
             (self.base_dir / "tools-log4j2.properties").write_text(_log4j2_properties(None, "WARN"))
             ports = process.free_ports(self.num_brokers * len(_LISTENERS))
             for index in range(self.num_brokers):
@@ -326,7 +325,13 @@ class KafkaCluster:
                 (broker.directory / "log4j2.properties").write_text(
                     _log4j2_properties(broker.log_path, "INFO")
                 )
-            self._format_storage()
+
+            # Formatting only needs the config (which names the TLS files), so the
+            # certificates are generated while the format JVMs start up.
+            def make_certificates() -> None:
+                self.tls = generate_tls_files(self._tls_dir())
+
+            self._format_storage(make_certificates)
             for broker in self.brokers:
                 broker.start(wait=False)
             self._wait_started(self.brokers, self.startup_timeout)
@@ -369,7 +374,7 @@ class KafkaCluster:
     # ------------------------------------------------------------------ configuration
 
     def _server_properties(self, broker: Broker) -> dict[str, str]:
-        assert self.tls is not None
+        tls = tls_paths(self._tls_dir())
         n = self.num_brokers
         voters = ",".join(f"{b.node_id}@127.0.0.1:{b.port(_CONTROLLER)}" for b in self.brokers)
         listener_map = {name: name for name in CLIENT_PROTOCOLS}
@@ -391,9 +396,9 @@ class KafkaCluster:
             "log.dirs": str(broker.data_dir),
             "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
             "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(self.tls.broker_keystore_file),
+            "ssl.keystore.location": str(tls.broker_keystore_file),
             "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(self.tls.ca_file),
+            "ssl.truststore.location": str(tls.ca_file),
             # Listener-prefixed: the global key is ignored (with a warning) for SASL_SSL,
             # where SASL already authenticates the client.
             "listener.name.ssl.ssl.client.auth": "requested",
@@ -439,8 +444,13 @@ class KafkaCluster:
         props.update(self.broker_config)
         return props
 
-    def _format_storage(self) -> None:
-        """``kafka-storage format`` for every node, concurrently (each is a JVM start)."""
+    def _tls_dir(self) -> Path:
+        assert self.base_dir is not None
+        return self.base_dir / "tls"
+
+    def _format_storage(self, meanwhile: Callable[[], None]) -> None:
+        """``kafka-storage format`` for every node, concurrently (each is a JVM start),
+        running ``meanwhile`` while they do."""
         assert self.base_dir is not None
         scram: list[str] = []
         for user, password in self.users.items():
@@ -460,6 +470,7 @@ class KafkaCluster:
                     *scram,
                 ]
                 procs.append((broker, process.spawn(argv, cwd=broker.directory, stdout=out), out))
+            meanwhile()
             deadline = time.monotonic() + self.startup_timeout
             for broker, proc, _ in procs:
                 try:

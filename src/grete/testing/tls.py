@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TlsFiles", "generate_tls_files"]
+__all__ = ["TlsFiles", "generate_tls_files", "tls_paths"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,17 @@ class TlsFiles:
     """Client certificate (CN=grete-client) for mutual TLS, signed by the CA."""
     client_key_file: Path
     """Client private key, unencrypted PKCS#8."""
+
+
+def tls_paths(directory: Path) -> TlsFiles:
+    """Where :func:`generate_tls_files` puts its files (known before they exist)."""
+    return TlsFiles(
+        ca_file=directory / "ca.pem",
+        broker_keystore_file=directory / "broker-keystore.pem",
+        broker_cert_file=directory / "broker.pem",
+        client_cert_file=directory / "client.pem",
+        client_key_file=directory / "client-key.pem",
+    )
 
 
 def _crypto() -> Any:
@@ -137,13 +148,7 @@ def generate_tls_files(directory: Path, *, days: int = 7) -> TlsFiles:
         pem: bytes = c.public_bytes(serialization.Encoding.PEM)
         return pem
 
-    files = TlsFiles(
-        ca_file=directory / "ca.pem",
-        broker_keystore_file=directory / "broker-keystore.pem",
-        broker_cert_file=directory / "broker.pem",
-        client_cert_file=directory / "client.pem",
-        client_key_file=directory / "client-key.pem",
-    )
+    files = tls_paths(directory)
     files.ca_file.write_bytes(cert_pem(ca_cert))
     files.broker_cert_file.write_bytes(cert_pem(broker_cert))
     files.broker_keystore_file.write_bytes(
