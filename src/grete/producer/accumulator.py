@@ -66,12 +66,11 @@ class Accumulator:
         """Add one record; True when a batch became ready to send."""
         batch = self._open.get(partition)
         closed = False
-        if batch is not None and (
-            len(batch.values) >= self.max_records or batch.size + size > self.max_bytes
-        ):
-            self._close(partition, batch)
-            batch, closed = None, True
         if batch is None:
+            batch = self._open[partition] = ProducerBatch(self.topic, partition, now)
+        elif batch.size + size > self.max_bytes:
+            self._close(partition, batch)
+            closed = True
             batch = self._open[partition] = ProducerBatch(self.topic, partition, now)
         batch.append(key, value, headers, timestamp, handle, size)
         if len(batch.values) >= self.max_records:

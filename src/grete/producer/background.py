@@ -17,10 +17,10 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from grete.cluster import Cluster, Topic
-from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError
+from grete.cluster import Cluster, Partition, Topic
+from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError, MessageSizeTooLarge
 from grete.partitioners import DefaultPartitioner
-from grete.producer.accumulator import Accumulator, record_size
+from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
 from grete.producer.batch import ProducerBatch
 from grete.producer.driver import Driver
 from grete.producer.engine import ProduceEngine
@@ -38,6 +38,21 @@ log = logging.getLogger("grete.producer")
 _BATCH_OVERHEAD = 61
 
 Callback = Callable[["DeliveryFuture"], None]
+
+_time = time.time
+_monotonic = time.monotonic
+
+# Senders of this process: a child after fork() has their state but not their
+# threads, so they are marked unusable there (checked once per produce()).
+_live_senders: weakref.WeakSet[_Sender] = weakref.WeakSet()
+
+
+def _mark_forked() -> None:
+    for sender in list(_live_senders):
+        sender.forked = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
 
 
 class DeliveryFuture:
@@ -130,7 +145,8 @@ class _Sender:
         self.flushing = 0
         self.closing = False
         self.stopped = threading.Event()
-        self.pid = os.getpid()
+        self.forked = False
+        _live_senders.add(self)
         self.thread = threading.Thread(target=self.run, name="grete-sender", daemon=True)
 
     # -- the sender thread -------------------------------------------------
@@ -288,6 +304,10 @@ class BackgroundProducer:
         self._cluster, self._topic = cluster, topic
         self._partitioner = partitioner if partitioner is not None else DefaultPartitioner()
         self._on_new_batch = getattr(self._partitioner, "on_new_batch", None)
+        # The sticky partition for unkeyed messages, kept here so produce()
+        # need not ask the partitioner per message; updated when a batch closes.
+        self._sticky: list[int | None] = [None]
+        self._parts_cache: list[Partition] = []
         self._serializer, self._key_serializer = serializer, key_serializer
         self._max_record = min(max_batch_bytes, max_request_size) - _BATCH_OVERHEAD
         self._max_queued_messages = max_queued_messages
@@ -302,7 +322,7 @@ class BackgroundProducer:
             max_records=batch_size,
             max_bytes=min(max_batch_bytes, max_request_size) - _BATCH_OVERHEAD,
             linger_s=linger_ms / 1000,
-            on_new_batch=_sticky_hook(topic, self._on_new_batch),
+            on_new_batch=_sticky_hook(topic, self._on_new_batch, self._sticky),
         )
         engine = ProduceEngine(
             on_done=lambda *a: None,
@@ -339,61 +359,75 @@ class BackgroundProducer:
         callback: Callback | None = None,
     ) -> DeliveryFuture:
         """Queue one message; returns its :class:`DeliveryFuture` at once (or
-        blocks while the queue is full, per ``block_on_queue_full``)."""
+        blocks while the queue is full, per ``block_on_queue_full``).
+
+        The hot path of the background producer: every check here is paid per
+        message, so the common case (bytes, no headers) takes no detours.
+        """
         sender = self._sender
-        if self._closed:
-            raise ProducerClosedError("produce() on a closed producer")
-        if sender.pid != os.getpid():
+        if self._closed or sender.forked:
             raise ProducerClosedError(
                 "this producer was started in another process (fork); create a new one here"
+                if sender.forked else "produce() on a closed producer"
             )
         if self._serializer is not None and value is not None:
             value = self._serializer(value)
         if self._key_serializer is not None and partition_key is not None:
             partition_key = self._key_serializer(partition_key)
         v = value if type(value) is bytes else to_bytes(value, "value", 0)
-        k = partition_key if partition_key is None or type(partition_key) is bytes else to_bytes(
-            partition_key, "key", 0
-        )
-        h: Headers | None = to_headers(headers, 0) if headers is not None else None
+        k = partition_key
+        if k is not None and type(k) is not bytes:
+            k = to_bytes(k, "key", 0)
+        if headers is None:
+            h = None
+            size = RECORD_OVERHEAD + (len(v) if v is not None else 0) + (len(k) if k else 0)
+        else:
+            h = to_headers(headers, 0)
+            size = record_size(k, v, h)
         if timestamp is None:
-            ts = int(time.time() * 1000)
-        elif isinstance(timestamp, int) and not isinstance(timestamp, bool) and timestamp >= 0:
+            ts = int(_time() * 1000)
+        elif type(timestamp) is int and timestamp >= 0:
             ts = timestamp
         else:
             raise InvalidMessageError(f"timestamp must be a non-negative int (ms), not {timestamp!r}")
-        size = record_size(k, v, h)
         if size > self._max_record:
-            from grete.errors import MessageSizeTooLarge
-
             raise MessageSizeTooLarge(
                 f"message of {size} bytes is over max_request_size/max_batch_bytes; not sent"
             )
-        parts = self._topic.partitions
         if partition is not None:
-            if partition not in parts:
+            if partition not in self._topic.partitions:
                 raise InvalidMessageError(
                     f"topic {self._topic.name!r} has no partition {partition!r}"
                 )
             pid = partition
+        elif k is None and self._sticky[0] is not None:
+            pid = self._sticky[0]
         else:
-            pid = self._partitioner([parts[i] for i in sorted(parts)], k).id
+            pid = self._partitioner(self._partition_list(), k).id
         future = DeliveryFuture(sender, k, v, size)
         if callback is not None:
             future._callbacks = [callback]
-        now = time.monotonic()
         with sender.lock:
             if (sender.queued_messages >= self._max_queued_messages
                     or sender.queued_bytes + size > self._max_buffer_bytes):
                 self._wait_for_space(size)
-            if self._closed:
-                raise ProducerClosedError("produce() on a closed producer")
+                if self._closed:
+                    raise ProducerClosedError("produce() on a closed producer")
             sender.queued_messages += 1
             sender.queued_bytes += size
-            full = self._acc.append(pid, k, v, h, ts, future, size, now)
+            full = self._acc.append(pid, k, v, h, ts, future, size, _monotonic())
         if full:
             sender.network.wakeup()
         return future
+
+    def _partition_list(self) -> list[Partition]:
+        """The topic's partitions by id. Partition objects are updated in
+        place by metadata refreshes, so the list only changes with the count."""
+        parts = self._topic.partitions
+        cached = self._parts_cache
+        if len(cached) != len(parts):
+            cached = self._parts_cache = [parts[i] for i in sorted(parts)]
+        return cached
 
     def _wait_for_space(self, size: int) -> None:
         """Called with the sender lock held."""
@@ -482,15 +516,19 @@ class BackgroundProducer:
         self.close()
 
 
-def _sticky_hook(topic: Topic, hook: Any) -> Callable[[int], None] | None:
+def _sticky_hook(
+    topic: Topic, hook: Any, cell: list[int | None]
+) -> Callable[[int], None] | None:
     """The accumulator's batch-closed hook (a closure, not a bound method, so the
-    sender thread keeps no reference to the producer object)."""
+    sender thread keeps no reference to the producer object). ``cell`` gets the
+    partitioner's new sticky partition."""
     if hook is None:
         return None
 
     def closed(partition: int) -> None:
         parts = topic.partitions
-        hook([parts[i] for i in sorted(parts)], partition)
+        chosen = hook([parts[i] for i in sorted(parts)], partition)
+        cell[0] = chosen if isinstance(chosen, int) else None
 
     return closed
 
