@@ -1,0 +1,117 @@
+"""The Accumulator, alone: batches close by count, by bytes, by linger, or when forced."""
+
+from __future__ import annotations
+
+from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
+
+
+def _acc(
+    max_records: int = 3, max_bytes: int = 10_000, linger_s: float = 0.0,
+    closed: list[int] | None = None,
+) -> Accumulator:
+    return Accumulator(
+        "t", max_records=max_records, max_bytes=max_bytes, linger_s=linger_s,
+        on_new_batch=None if closed is None else closed.append,
+    )
+
+
+def _add(acc: Accumulator, partition: int, value: bytes, now: float, handle: object = None) -> bool:
+    size = record_size(None, value, None)
+    return acc.append(partition, None, value, None, 1000, handle, size, now)
+
+
+def test_record_size_counts_key_value_and_headers() -> None:
+    assert record_size(None, None, None) == RECORD_OVERHEAD
+    assert record_size(b"ab", b"cde", None) == RECORD_OVERHEAD + 5
+    with_headers = record_size(None, b"v", [("h", b"xy"), ("g", None)])
+    assert with_headers == RECORD_OVERHEAD + 1 + (1 + 2 + 10) + (1 + 0 + 10)
+
+
+def test_batch_is_full_by_count() -> None:
+    closed: list[int] = []
+    acc = _acc(max_records=3, linger_s=100.0, closed=closed)
+    assert _add(acc, 0, b"a", 0.0) is False
+    assert _add(acc, 0, b"b", 0.0) is False
+    assert _add(acc, 0, b"c", 0.0) is True  # the third record fills it
+    assert closed == [0]
+    assert acc.next_deadline() == 0.0  # a ready batch: send now
+    batches = acc.drain(0.0)
+    assert [b.values for b in batches] == [[b"a", b"b", b"c"]]
+    assert len(acc) == 0
+    assert acc.next_deadline() is None
+
+
+def test_batch_is_full_by_bytes() -> None:
+    closed: list[int] = []
+    one = record_size(None, b"x" * 100, None)
+    acc = _acc(max_records=1000, max_bytes=2 * one + 10, linger_s=100.0, closed=closed)
+    assert _add(acc, 1, b"x" * 100, 0.0) is False
+    assert _add(acc, 1, b"x" * 100, 0.0) is False
+    # The third does not fit: the open batch closes, a new one takes it.
+    assert _add(acc, 1, b"y" * 100, 0.0) is True
+    assert closed == [1]
+    ready = acc.drain(0.0)
+    assert len(ready) == 1 and len(ready[0]) == 2 and ready[0].size == 2 * one
+    assert len(acc) == 1  # the new open batch with the third record
+    rest = acc.drain(0.0, force=True)
+    assert [b.values for b in rest] == [[b"y" * 100]]
+
+
+def test_linger_drain_waits_for_the_oldest_batch() -> None:
+    acc = _acc(max_records=100, linger_s=0.5)
+    _add(acc, 0, b"a", 10.0)
+    _add(acc, 1, b"b", 10.2)
+    assert acc.next_deadline() == 10.5
+    assert acc.drain(10.4) == []
+    first = acc.drain(10.5)
+    assert [(b.partition, b.values) for b in first] == [(0, [b"a"])]
+    assert acc.next_deadline() is not None and abs(acc.next_deadline() - 10.7) < 1e-9  # type: ignore[operator]
+    second = acc.drain(10.7)
+    assert [(b.partition, b.values) for b in second] == [(1, [b"b"])]
+    assert len(acc) == 0
+
+
+def test_force_drain_takes_everything_and_take_all_too() -> None:
+    closed: list[int] = []
+    acc = _acc(max_records=2, linger_s=1000.0, closed=closed)
+    for p in range(3):
+        _add(acc, p, b"v", 0.0)
+    _add(acc, 0, b"w", 0.0)  # partition 0 is now full (ready)
+    assert acc.drain(1.0) != [] and closed == [0]
+    _add(acc, 0, b"z", 1.0)
+    forced = acc.drain(1.0, force=True)
+    assert sorted(b.partition for b in forced) == [0, 1, 2]
+    assert sorted(closed) == [0, 0, 1, 2]
+    _add(acc, 2, b"late", 2.0)
+    taken = acc.take_all()
+    assert [(b.partition, b.values) for b in taken] == [(2, [b"late"])]
+    assert len(acc) == 0 and acc.drain(99.0, force=True) == []
+
+
+def test_order_and_handles_are_kept_per_partition() -> None:
+    acc = _acc(max_records=4, linger_s=0.0)
+    for i in range(10):
+        _add(acc, i % 2, str(i).encode(), 0.0, handle=i)
+    batches = acc.drain(0.0, force=True)
+    by_partition: dict[int, list[object]] = {}
+    for b in batches:
+        by_partition.setdefault(b.partition, []).extend(b.handles)
+        assert len(b) <= 4
+    assert by_partition == {0: [0, 2, 4, 6, 8], 1: [1, 3, 5, 7, 9]}
+
+
+def test_on_new_batch_is_called_once_per_closed_batch() -> None:
+    closed: list[int] = []
+    acc = _acc(max_records=2, linger_s=0.0, closed=closed)
+    for _ in range(5):
+        _add(acc, 3, b"v", 0.0)  # batches of 2, 2, and 1 open
+    assert closed == [3, 3]
+    acc.drain(0.0)  # linger 0: the open one closes too
+    assert closed == [3, 3, 3]
+    assert acc.drain(0.0) == [] and closed == [3, 3, 3]
+
+
+def test_no_hook_is_fine() -> None:
+    acc = Accumulator("t", max_records=1, max_bytes=1000)
+    assert _add(acc, 0, b"a", 0.0) is True
+    assert len(acc.drain(0.0)) == 1

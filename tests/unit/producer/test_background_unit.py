@@ -1,0 +1,402 @@
+"""BackgroundProducer without a broker: config validation, and every behaviour
+that an unreachable cluster exercises (queue full, flush/close bounded,
+delivery timeouts, closed and forked producers, garbage collection).
+
+The cluster object is filled by hand; its only broker (and the bootstrap
+address) is a closed port on 127.0.0.1, so every send fails fast.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import grete
+from grete.cluster import Broker, Cluster, Partition, Topic
+from grete.connection import ConnectionConfig
+from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError
+from grete.network import Network
+from grete.producer import (
+    BackgroundProducer,
+    DeliveryFuture,
+    DeliveryTimeoutError,
+    InvalidMessageError,
+    ProducerClosedError,
+    ProducerQueueFullError,
+)
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    port = _dead_port()
+    network = Network([("127.0.0.1", port)], ConnectionConfig(connect_timeout_s=0.5))
+    c = Cluster(network)
+    broker = Broker(1, "127.0.0.1", port)
+    c.brokers = {1: broker}
+    network.set_brokers({1: ("127.0.0.1", port)})
+    topic = Topic(c, "t")
+    for i in range(3):
+        part = Partition(topic, i)
+        part.leader = broker
+        topic.partitions[i] = part
+    c._topics["t"] = topic
+    yield c
+    network.close()
+
+
+def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:
+    kw.setdefault("required_acks", 1)  # no InitProducerId: straight to the (dead) leader
+    kw.setdefault("retry_backoff_ms", 20)
+    return BackgroundProducer(cluster, cluster._topics["t"], **kw)
+
+
+def _wait(cond: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return bool(cond())
+
+
+# -- configuration ---------------------------------------------------------
+
+BAD_CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("acks 2", {"required_acks": 2}),
+    ("acks -2", {"required_acks": -2}),
+    ("idempotence with acks 1", {"enable_idempotence": True, "required_acks": 1}),
+    ("idempotence with acks 0", {"enable_idempotence": True, "required_acks": 0}),
+    ("batch_size 0", {"batch_size": 0}),
+    ("batch_size bool", {"batch_size": True}),
+    ("batch_size float", {"batch_size": 10.5}),
+    ("max_queued_messages 0", {"max_queued_messages": 0}),
+    ("max_buffer_bytes tiny", {"max_buffer_bytes": 10}),
+    ("max_batch_bytes tiny", {"max_batch_bytes": 100}),
+    ("max_request_size tiny", {"max_request_size": 10}),
+    ("negative retries", {"max_retries": -1}),
+    ("negative linger", {"linger_ms": -1}),
+    ("linger str", {"linger_ms": "5"}),
+    ("negative delivery timeout", {"delivery_timeout_ms": -5}),
+    ("negative queue_full timeout", {"queue_full_timeout_ms": -1}),
+    ("max_in_flight 0", {"max_in_flight": 0}),
+    ("idempotent max_in_flight 6", {"required_acks": -1, "max_in_flight": 6}),
+    ("unknown compression", {"compression": 99}),
+    ("bad gzip level", {"compression": 1, "compression_level": 42}),
+]
+
+
+@pytest.mark.parametrize("kwargs", [k for _, k in BAD_CONFIGS], ids=[n for n, _ in BAD_CONFIGS])
+def test_bad_config_raises_configuration_error(cluster: Cluster, kwargs: dict[str, Any]) -> None:
+    before = threading.active_count()
+    with pytest.raises((ConfigurationError, ValueError)) as info:
+        BackgroundProducer(cluster, cluster._topics["t"], **kwargs)
+    if "compression" not in kwargs:
+        assert isinstance(info.value, ConfigurationError)
+    assert threading.active_count() == before  # no sender thread left behind
+
+
+def test_acks1_with_idempotence_raises(cluster: Cluster) -> None:
+    with pytest.raises(ConfigurationError, match="idempotence"):
+        BackgroundProducer(cluster, cluster._topics["t"], required_acks=1, enable_idempotence=True)
+
+
+def test_wrong_cluster_or_topic_type(cluster: Cluster) -> None:
+    with pytest.raises(ConfigurationError):
+        BackgroundProducer(object(), cluster._topics["t"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        BackgroundProducer(cluster, "t")  # type: ignore[arg-type]
+
+
+def test_good_configs_and_idempotence_default(cluster: Cluster) -> None:
+    p = BackgroundProducer(cluster, cluster._topics["t"])
+    q = _producer(cluster, max_in_flight=50, linger_ms=0)
+    r = cluster._topics["t"].get_producer(
+        required_acks=-1, enable_idempotence=False, max_in_flight=10
+    )
+    try:
+        assert p._sender.engine.idempotent and p._sender.engine.acks == -1
+        assert not q._sender.engine.idempotent and q._sender.engine.acks == 1
+        assert isinstance(r, BackgroundProducer) and not r._sender.engine.idempotent
+    finally:
+        for x in (p, q, r):
+            x.close(timeout=2)
+    assert all(x._sender.stopped.is_set() for x in (p, q, r))
+
+
+def test_bad_messages_raise_at_produce(cluster: Cluster) -> None:
+    with _producer(cluster, max_batch_bytes=2048, max_request_size=2048) as p:
+        with pytest.raises(InvalidMessageError):
+            p.produce(42)
+        with pytest.raises(InvalidMessageError):
+            p.produce(b"v", partition=3)
+        with pytest.raises(InvalidMessageError):
+            p.produce(b"v", timestamp=-1)
+        with pytest.raises(InvalidMessageError):
+            p.produce(b"v", headers={"h": 1})
+        with pytest.raises(grete.errors.MessageSizeTooLarge):
+            p.produce(b"x" * 5000)
+        assert p.metrics()["queued_messages"] == 0
+
+
+def test_get_delivery_report_needs_delivery_reports(cluster: Cluster) -> None:
+    with _producer(cluster) as p, pytest.raises(ConfigurationError):
+        p.get_delivery_report(block=False)
+
+
+# -- an unreachable cluster --------------------------------------------------
+
+def test_queue_full_without_blocking_raises_at_once(cluster: Cluster) -> None:
+    p = _producer(cluster, max_queued_messages=5, block_on_queue_full=False)
+    try:
+        futures = [p.produce(b"m%d" % i) for i in range(5)]
+        t0 = time.monotonic()
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"one too many")
+        assert time.monotonic() - t0 < 0.5
+        assert p.metrics()["queued_messages"] == 5
+    finally:
+        p.close(timeout=1.0)
+    assert all(f.done() and f.exception() is not None for f in futures)
+
+
+def test_queue_full_by_bytes(cluster: Cluster) -> None:
+    p = _producer(cluster, max_buffer_bytes=4096, block_on_queue_full=False)
+    try:
+        p.produce(b"x" * 3000)
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"y" * 2000)
+        p.produce(b"z" * 100)  # still fits
+    finally:
+        p.close(timeout=1.0)
+
+
+def test_queue_full_blocks_then_raises_after_the_timeout(cluster: Cluster) -> None:
+    p = _producer(cluster, max_queued_messages=3, queue_full_timeout_ms=400)
+    try:
+        for i in range(3):
+            p.produce(b"m%d" % i)
+        t0 = time.monotonic()
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"blocked")
+        waited = time.monotonic() - t0
+        assert 0.35 <= waited < 3.0, waited
+    finally:
+        p.close(timeout=1.0)
+
+
+def test_blocked_produce_resumes_when_space_frees(cluster: Cluster) -> None:
+    """Space frees when messages fail (delivery timeout): the blocked produce() goes on."""
+    p = _producer(
+        cluster, max_queued_messages=2, delivery_timeout_ms=300, queue_full_timeout_ms=10_000
+    )
+    try:
+        first = [p.produce(b"a"), p.produce(b"b")]
+        t0 = time.monotonic()
+        third = p.produce(b"c")  # blocks until the first two time out
+        waited = time.monotonic() - t0
+        assert 0.2 <= waited < 5.0, waited
+        assert all(isinstance(f.exception(timeout=1), DeliveryTimeoutError) for f in first)
+        assert not third.done() or third.exception() is not None
+    finally:
+        p.close(timeout=1.0)
+
+
+def test_flush_with_timeout_returns_the_unreported_count(cluster: Cluster) -> None:
+    p = _producer(cluster)
+    try:
+        futures = [p.produce(b"v%d" % i, partition=i % 3) for i in range(7)]
+        t0 = time.monotonic()
+        left = p.flush(timeout=0.3)
+        elapsed = time.monotonic() - t0
+        assert left == 7
+        assert 0.25 <= elapsed < 2.0, elapsed
+        assert not any(f.done() for f in futures)
+    finally:
+        p.close(timeout=0.5)
+
+
+def test_close_with_dead_cluster_is_bounded_and_fails_every_future(cluster: Cluster) -> None:
+    p = _producer(cluster, linger_ms=1000)
+    seen: list[DeliveryFuture] = []
+    futures = [p.produce(b"v%d" % i, callback=seen.append) for i in range(50)]
+    t0 = time.monotonic()
+    p.close(timeout=0.5)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.5, elapsed
+    assert all(f.done() for f in futures)
+    for f in futures:
+        err = f.exception(timeout=0)
+        assert isinstance(err, KafkaError)
+        with pytest.raises(KafkaError):
+            f.result(timeout=0)
+    assert sorted(id(f) for f in seen) == sorted(id(f) for f in futures)
+    assert p._sender.stopped.is_set()
+    assert p.metrics()["queued_messages"] == 0
+    assert p.metrics()["errors"] == 50
+
+
+def test_close_with_dead_cluster_idempotent(cluster: Cluster) -> None:
+    """The idempotent default first needs a producer id, which never comes."""
+    p = BackgroundProducer(cluster, cluster._topics["t"], retry_backoff_ms=20)
+    futures = [p.produce(b"v") for _ in range(10)]
+    t0 = time.monotonic()
+    p.close(timeout=0.5)
+    assert time.monotonic() - t0 < 2.5
+    assert all(f.done() and f.exception() is not None for f in futures)
+
+
+def test_delivery_timeout_fails_futures(cluster: Cluster) -> None:
+    with _producer(cluster, delivery_timeout_ms=300) as p:
+        t0 = time.monotonic()
+        futures = [p.produce(b"v%d" % i) for i in range(20)]
+        for f in futures:
+            err = f.exception(timeout=5.0)
+            assert isinstance(err, DeliveryTimeoutError), err
+            # The connection was refused: nothing was ever sent.
+            assert f.maybe_written is False and err.maybe_written is False
+        assert time.monotonic() - t0 < 5.0
+        assert p.flush(timeout=2.0) == 0
+        assert p.metrics()["errors"] == 20
+
+
+def test_result_timeout_raises_kafka_timeout_error(cluster: Cluster) -> None:
+    with _producer(cluster, delivery_timeout_ms=60_000) as p:
+        f = p.produce(b"never")
+        with pytest.raises(KafkaTimeoutError):
+            f.result(timeout=0.1)
+        assert not f.done()
+        p.close(timeout=0.3)
+        assert f.done()
+
+
+def test_produce_after_close_raises(cluster: Cluster) -> None:
+    p = _producer(cluster)
+    p.close(timeout=0.5)
+    with pytest.raises(ProducerClosedError):
+        p.produce(b"late")
+    p.close()  # twice is fine
+    with _producer(cluster) as q:
+        pass
+    with pytest.raises(ProducerClosedError):
+        q.produce(b"late")
+    r = _producer(cluster)
+    r.stop()
+    with pytest.raises(ProducerClosedError):
+        r.produce(b"late")
+
+
+def test_callbacks_and_add_done_callback_run_once(cluster: Cluster) -> None:
+    calls: list[str] = []
+    with _producer(cluster, delivery_timeout_ms=200) as p:
+        f = p.produce(b"v", callback=lambda fut: calls.append("cb"))
+        f.add_done_callback(lambda fut: calls.append("added"))
+        assert f.exception(timeout=5) is not None
+        assert _wait(lambda: len(calls) == 2, 2.0)
+        f.add_done_callback(lambda fut: calls.append("late"))  # already done: at once
+        assert calls == ["cb", "added", "late"]
+
+
+def test_raising_callback_does_not_kill_the_sender(cluster: Cluster) -> None:
+    def boom(_: DeliveryFuture) -> None:
+        raise RuntimeError("user bug")
+
+    with _producer(cluster, delivery_timeout_ms=200) as p:
+        a = p.produce(b"a", callback=boom)
+        assert a.exception(timeout=5) is not None
+        b = p.produce(b"b")
+        assert isinstance(b.exception(timeout=5), DeliveryTimeoutError)
+        assert not p._sender.stopped.is_set()
+
+
+def test_add_done_callback_races_with_completion(cluster: Cluster) -> None:
+    """A callback added while the sender resolves the future is never lost."""
+    with _producer(cluster, delivery_timeout_ms=50, linger_ms=0) as p:
+        lost = 0
+        for _ in range(30):
+            futures = [p.produce(b"v") for _ in range(50)]
+            hits: list[int] = []
+            for f in futures:
+                time.sleep(0.0005)
+                f.add_done_callback(lambda fut, hits=hits: hits.append(1))  # type: ignore[misc]
+            for f in futures:
+                f.exception(timeout=5)
+            _wait(lambda: len(hits) == len(futures), 1.0)  # noqa: B023
+            lost += len(futures) - len(hits)
+        assert lost == 0
+
+
+def test_garbage_collected_producer_warns_and_fails_its_messages(cluster: Cluster) -> None:
+    p = _producer(cluster, delivery_timeout_ms=300)
+    futures = [p.produce(b"v%d" % i) for i in range(5)]
+    sender = p._sender
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del p
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught), caught
+    assert all(f.done() and f.exception() is not None for f in futures)
+    assert _wait(sender.stopped.is_set, 3.0)
+
+
+def test_forked_child_cannot_produce(cluster: Cluster) -> None:
+    with _producer(cluster) as p:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 3
+            try:
+                try:
+                    p.produce(b"from the child")
+                    code = 1
+                except ProducerClosedError:
+                    code = 0
+            finally:
+                os.write(w, bytes([code]))
+                os._exit(code)
+        os.close(w)
+        try:
+            got = b""
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                got = os.read(r, 1)
+        finally:
+            os.close(r)
+            _, status = os.waitpid(pid, 0)
+        assert got == b"\x00", got
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent is unaffected.
+        f = p.produce(b"parent")
+        assert isinstance(f, DeliveryFuture)
+
+
+def test_delivery_reports_bound_the_queue(cluster: Cluster) -> None:
+    """Undrained reports count against max_queued_messages."""
+    p = _producer(cluster, delivery_reports=True, max_queued_messages=4,
+                  block_on_queue_full=False, delivery_timeout_ms=100)
+    try:
+        futures = [p.produce(b"v%d" % i) for i in range(4)]
+        for f in futures:
+            assert f.exception(timeout=5) is not None
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"no room: reports not read")
+        fut, err = p.get_delivery_report(timeout=1)
+        assert fut in futures and isinstance(err, DeliveryTimeoutError)
+        p.produce(b"room for one again")
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"full again")
+    finally:
+        p.close(timeout=0.5)
