@@ -178,6 +178,7 @@ class ProduceEngine:
             batches, state.queue = state.queue, []
             self._queued -= len(batches)
             for batch in batches:
+                self._gap(batch)
                 self._finish(batch, -1, -1, error)
 
     def expire(self, now: float, deadline_of: Callable[[ProducerBatch], float]) -> None:

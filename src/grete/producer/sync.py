@@ -210,7 +210,11 @@ class Producer:
                 value = to_bytes(msg.value, "value", index)
                 headers = to_headers(msg.headers, index)
                 if msg.timestamp is not None:
-                    if not isinstance(msg.timestamp, int) or msg.timestamp < 0:
+                    if (
+                        not isinstance(msg.timestamp, int)
+                        or isinstance(msg.timestamp, bool)
+                        or not 0 <= msg.timestamp < 2**63
+                    ):
                         raise InvalidMessageError(
                             f"message {index}: timestamp must be a non-negative int (ms), "
                             f"not {msg.timestamp!r}"
@@ -220,7 +224,7 @@ class Producer:
             else:
                 key, value = None, to_bytes(msg, "value", index)
             if explicit is not None:
-                if explicit not in topic.partitions:
+                if type(explicit) is not int or explicit not in topic.partitions:
                     raise InvalidMessageError(
                         f"message {index}: topic {topic.name!r} has no partition {explicit!r}"
                     )
@@ -305,19 +309,33 @@ class Producer:
         self, count: int, batches: list[ProducerBatch], failures: list[MessageFailure]
     ) -> Sequence[DeliveryResult]:
         """Hand batches to the engine and drive it until all are answered."""
+        self._drain_leftovers()
+        engine, driver = self._engine, self._driver
         done: list[tuple[ProducerBatch, int, int]] = []
         self._done = done
         self._failures = failures
-        engine, driver = self._engine, self._driver
-        for batch in batches:
-            engine.add(batch)
-        while not engine.idle:
-            driver.step(0.05)
+        try:
+            for batch in batches:
+                engine.add(batch)
+            while not engine.idle:
+                driver.step(0.05)
+        except BaseException as exc:
+            # Don't leave this call's batches queued for the next call to send
+            # (and to report into its results).
+            engine.fail_all(exc if isinstance(exc, KafkaError) else KafkaError(repr(exc)))
+            raise
         results = ProduceResults(count, done)
         if failures:
             failures.sort(key=lambda f: f.index)
             raise ProduceFailureError(results, failures)
         return results
+
+    def _drain_leftovers(self) -> None:
+        """Requests left in flight by an interrupted call: let them land first,
+        so that their outcomes don't land in the next call's results."""
+        self._done, self._failures = [], []
+        while not self._engine.idle:
+            self._driver.step(0.05)
 
     def _batch_done(
         self, batch: ProducerBatch, base_offset: int, append_time: int, error: KafkaError | None

@@ -66,7 +66,11 @@ BAD_MESSAGES: list[tuple[str, list[Any]]] = [
     ("int key", [(7, b"v")]),
     ("negative timestamp", [Message(b"v", timestamp=-1)]),
     ("float timestamp", [Message(b"v", timestamp=1.5)]),  # type: ignore[arg-type]
+    ("timestamp past int64", [Message(b"v", timestamp=2**63)]),
+    ("bool timestamp", [Message(b"v", timestamp=True)]),
     ("unknown partition", [Message(b"v", partition=3)]),
+    ("float partition", [Message(b"v", partition=1.0)]),  # type: ignore[arg-type]
+    ("bool partition", [Message(b"v", partition=True)]),
     ("negative partition", [Message(b"v", partition=-1)]),
     ("bad header name", [Message(b"v", headers=[(b"h", b"x")])]),  # type: ignore[list-item]
     ("bad header value", [Message(b"v", headers={"h": 1})]),  # type: ignore[dict-item]
@@ -168,3 +172,19 @@ def test_empty_produce_returns_no_results(cluster: Cluster, sends: list[Any]) ->
     assert list(producer.produce([])) == []
     assert len(producer.produce(iter([]))) == 0
     assert sends == []
+
+
+def test_an_error_while_sending_leaves_nothing_behind(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure escaping produce() must not leave batches queued for the next call."""
+    from grete.producer.batch import ProducerBatch
+
+    def boom(self: ProducerBatch, *args: Any, **kw: Any) -> bytes:
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(ProducerBatch, "encode", boom)
+    producer = Producer(cluster, cluster._topics["t"], max_retries=0)
+    with pytest.raises(RuntimeError, match="encoder exploded"):
+        producer.produce([Message(b"v", partition=0), (b"k", b"v")])
+    assert producer._engine.idle and producer._engine.queued == 0
