@@ -331,3 +331,69 @@ def test_kafka_console_consumer_reads_grete_messages(
     )
     lines = [ln for ln in proc.stdout.splitlines() if "|" in ln]
     assert lines == ["k1|hello", "k2|w\u00f6rld", "k3|third"]
+
+
+def test_log_append_time_results_carry_the_broker_time(
+    kafka_cluster: Any, client: KafkaClient, topic_factory: Any
+) -> None:
+    name = topic_factory(config={"message.timestamp.type": "LogAppendTime"})
+    producer = client.topics[name].get_sync_producer(required_acks=-1)
+    old = 1_000_000_000_000
+    before = int(time.time() * 1000)
+    results = producer.produce([Message(f"v{i}".encode(), timestamp=old) for i in range(50)])
+    assert all(r.timestamp >= before - 5_000 for r in results)
+    reads = consume(kafka_cluster, name, 3, 50)
+    stored = {(r.partition, r.offset): r.timestamp for r in reads}
+    assert [stored[(r.partition, r.offset)] for r in results] == [r.timestamp for r in results]
+
+
+@pytest.mark.parametrize("partitioner", ["round_robin", "sticky"])
+def test_other_partitioners(
+    kafka_cluster: Any, client: KafkaClient, topic: str, partitioner: str
+) -> None:
+    from grete.partitioners import RoundRobinPartitioner, StickyPartitioner
+
+    part: Any = RoundRobinPartitioner() if partitioner == "round_robin" else StickyPartitioner()
+    producer = Producer(client.cluster, client.topics[topic], partitioner=part, batch_size=10)
+    messages: list[tuple[None, str]] = [(None, f"{i}") for i in range(90)]
+    results = producer.produce(messages)
+    counts = {p: sum(1 for r in results if r.partition == p) for p in range(3)}
+    if partitioner == "round_robin":
+        assert counts == {0: 30, 1: 30, 2: 30}
+        assert [r.partition for r in results[:6]] == [
+            results[0].partition, results[1].partition, results[2].partition] * 2
+    else:
+        # Sticky: whole batches of 10 go to one partition before it switches.
+        for start in range(0, 90, 10):
+            assert len({r.partition for r in results[start:start + 10]}) == 1
+    reads = consume(kafka_cluster, topic, 3, 90)
+    stored = {(r.partition, r.offset): r.value for r in reads}
+    assert [stored.get((r.partition, r.offset)) for r in results] == [
+        v.encode() for _k, v in messages
+    ]
+
+
+def test_producer_follows_a_leader_that_stopped_between_calls(
+    kafka_cluster: Any, topic_factory: Any
+) -> None:
+    if not hasattr(kafka_cluster, "brokers"):
+        pytest.skip("needs the harness's own brokers")
+    all_ids = {b.node_id for b in kafka_cluster.brokers}
+    name = topic_factory(partitions=1, replication_factor=3)
+    with KafkaClient(kafka_cluster.bootstrap_servers) as c:
+        producer = Producer(c.cluster, c.topics[name], required_acks=-1, max_retries=10)
+        first = producer.produce([b"before"] * 10)
+        leader = c.topics[name].partitions[0].leader
+        assert leader is not None
+        victim = kafka_cluster.broker(leader.id)
+        victim.stop()
+        try:
+            second = producer.produce([b"after"] * 10)
+        finally:
+            victim.start(timeout=90.0)
+            kafka_cluster.wait_for_brokers(all_ids, timeout=90.0)
+    assert [r.offset for r in first] == list(range(10))
+    assert [r.offset for r in second] == list(range(10, 20))
+    reads = consume(kafka_cluster, name, 1, 20)
+    values = [r.value for r in sorted(reads, key=lambda r: r.offset)]
+    assert values == [b"before"] * 10 + [b"after"] * 10
