@@ -110,12 +110,17 @@ class DeliveryFuture:
         return self._maybe
 
     def add_done_callback(self, fn: Callback) -> None:
-        if self.done():
-            fn(self)
-        elif self._callbacks is None:
-            self._callbacks = [fn]
-        else:
-            self._callbacks.append(fn)
+        if not self.done():
+            # Under done_cond: the sender resolves a future before taking it
+            # and reads _callbacks after, so fn is either seen or called here.
+            with self._sender.done_cond:
+                if not self.done():
+                    if self._callbacks is None:
+                        self._callbacks = [fn]
+                    else:
+                        self._callbacks.append(fn)
+                    return
+        fn(self)
 
 
 class _Sender:
@@ -142,6 +147,9 @@ class _Sender:
         self.metrics = owner._metrics
         self.queued_messages = 0
         self.queued_bytes = 0
+        # Messages produced whose future is not resolved yet (what flush() waits
+        # for: a batch between the accumulator and the engine is in neither).
+        self.unresolved = 0
         self.flushing = 0
         self.closing = False
         self.stopped = threading.Event()
@@ -176,8 +184,9 @@ class _Sender:
             log.exception("sender thread failed")
             error = exc if isinstance(exc, KafkaError) else KafkaError(f"sender failed: {exc!r}")
             with self.lock:
-                for batch in self.acc.take_all():
-                    self.batch_done(batch, -1, -1, error)
+                leftovers = self.acc.take_all()
+            for batch in leftovers:  # batch_done takes the lock itself
+                self.batch_done(batch, -1, -1, error)
             engine.fail_all(error)
         finally:
             self.stopped.set()
@@ -218,11 +227,16 @@ class _Sender:
         if self.reports is not None:
             for f in futures:
                 self.reports.put((f, f._error))
+            with self.lock:
+                self.unresolved -= len(futures)
         else:
-            self._release(len(futures), batch.size)
+            self._release(len(futures), batch.size, resolved=len(futures))
+        with self.done_cond:  # flush() waits for callbacks too
+            self.done_cond.notify_all()
 
-    def _release(self, count: int, size: int) -> None:
+    def _release(self, count: int, size: int, resolved: int = 0) -> None:
         with self.lock:
+            self.unresolved -= resolved
             self.queued_messages -= count
             self.queued_bytes -= size
             self.space.notify_all()
@@ -415,6 +429,7 @@ class BackgroundProducer:
                     raise ProducerClosedError("produce() on a closed producer")
             sender.queued_messages += 1
             sender.queued_bytes += size
+            sender.unresolved += 1
             full = self._acc.append(pid, k, v, h, ts, future, size, _monotonic())
         if full:
             sender.network.wakeup()
@@ -468,10 +483,7 @@ class BackgroundProducer:
         sender.network.wakeup()
         try:
             while True:
-                with sender.lock:
-                    left_msgs = len(self._acc)
-                engine_busy = not sender.engine.idle
-                pending = left_msgs or engine_busy
+                pending = sender.unresolved > 0
                 if not pending or sender.stopped.is_set():
                     return 0 if not pending else self._unreported()
                 if deadline is not None and time.monotonic() >= deadline:
@@ -483,7 +495,7 @@ class BackgroundProducer:
                 sender.flushing -= 1
 
     def _unreported(self) -> int:
-        return self._sender.queued_messages
+        return self._sender.unresolved
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver or fail everything queued, then stop the sender thread.

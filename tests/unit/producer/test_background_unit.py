@@ -400,3 +400,34 @@ def test_delivery_reports_bound_the_queue(cluster: Cluster) -> None:
             p.produce(b"full again")
     finally:
         p.close(timeout=0.5)
+
+
+def test_flush_waits_for_batches_between_accumulator_and_engine(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the sender has drained but not yet handed to the engine is
+    neither in the accumulator nor in the engine: flush() must still wait."""
+    from grete.producer.engine import ProduceEngine
+
+    original = ProduceEngine.add
+
+    def slow_add(self: ProduceEngine, batch: Any) -> None:
+        time.sleep(0.2)  # widen the window between drain() and add()
+        original(self, batch)
+
+    monkeypatch.setattr(ProduceEngine, "add", slow_add)
+    with _producer(cluster, delivery_timeout_ms=300, linger_ms=0) as p:
+        f = p.produce(b"v")
+        time.sleep(0.05)  # the sender has drained it and sits in add()
+        assert p.flush(timeout=10) == 0
+        assert f.done(), "flush() returned 0 with a message unreported"
+        assert isinstance(f.exception(timeout=0), DeliveryTimeoutError)
+
+
+def test_flush_runs_callbacks_before_returning(cluster: Cluster) -> None:
+    calls: list[int] = []
+    with _producer(cluster, delivery_timeout_ms=200) as p:
+        for i in range(20):
+            p.produce(b"v", partition=i % 3, callback=lambda f, i=i: calls.append(i))  # type: ignore[misc]
+        assert p.flush(timeout=10) == 0
+        assert sorted(calls) == list(range(20))

@@ -1,0 +1,282 @@
+"""The BackgroundProducer against a real cluster, read back with confluent-kafka."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from grete.client import KafkaClient
+from grete.partitioners import partition_id_for_key
+from grete.producer import (
+    BackgroundProducer,
+    DeliveryFuture,
+    DeliveryTimeoutError,
+    ProducerQueueFullError,
+)
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+pytestmark = pytest.mark.integration
+
+READ_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Read:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp: int
+
+
+def consume(
+    kafka_cluster: Any, topic: str, partitions: int, expected: int, *,
+    settle_s: float = 1.0, timeout_s: float = READ_TIMEOUT_S,
+) -> list[Read]:
+    """Every partition from offset 0 until ``expected`` arrived, then ``settle_s``
+    more to catch extras; bounded by ``timeout_s``."""
+    conf = dict(kafka_cluster.librdkafka_config("PLAINTEXT"))
+    conf.update({
+        "group.id": f"grete-bg-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    })
+    consumer = confluent_kafka.Consumer(conf)
+    out: list[Read] = []
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions)])
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            if settle_until is None and len(out) >= expected:
+                settle_until = time.monotonic() + settle_s
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
+                assert msg.error() is None, msg.error()
+                _type, ts = msg.timestamp()
+                out.append(Read(msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                tuple(msg.headers() or ()), ts))
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.fixture
+def client(kafka_cluster: Any) -> Iterator[KafkaClient]:
+    c = KafkaClient(kafka_cluster.bootstrap_servers)
+    yield c
+    c.close()
+
+
+def test_produce_flush_keys_headers_timestamps_and_callbacks(
+    kafka_cluster: Any, client: KafkaClient, topic: str
+) -> None:
+    ts = 1_600_000_000_123
+    called: list[DeliveryFuture] = []
+    lock = threading.Lock()
+
+    def cb(f: DeliveryFuture) -> None:
+        with lock:
+            called.append(f)
+
+    with client.topics[topic].get_producer(linger_ms=20) as p:
+        futures = [
+            p.produce(b"plain", callback=cb),
+            p.produce("str \u00e9", partition_key="k-str", callback=cb),
+            p.produce(b"hv", partition_key=b"hk", headers=[("h1", b"v1"), ("h2", None)],
+                      callback=cb),
+            p.produce(b"dict headers", headers={"a": "x"}, callback=cb),
+            p.produce(b"stamped", timestamp=ts, partition=2, callback=cb),
+            p.produce(None, partition_key=b"tomb", partition=1, callback=cb),
+            p.produce(b"", partition_key=b"", callback=cb),
+        ]
+        before_ms = int(time.time() * 1000)
+        assert p.flush(timeout=60) == 0
+        assert all(f.done() for f in futures)
+        results = [f.result(timeout=0) for f in futures]
+        m = p.metrics()
+    assert len(called) == len(futures) and {id(f) for f in called} == {id(f) for f in futures}
+    assert results[4].partition == 2 and results[5].partition == 1
+    assert results[4].timestamp == ts
+    assert results[2].partition == partition_id_for_key(b"hk", 3)
+    assert m["messages_sent"] == len(futures) and m["queued_messages"] == 0 and m["errors"] == 0
+
+    reads = consume(kafka_cluster, topic, 3, len(futures))
+    assert len(reads) == len(futures)
+    by_pos = {(r.partition, r.offset): r for r in reads}
+    expected = [
+        (None, b"plain", ()),
+        (b"k-str", "str \u00e9".encode(), ()),
+        (b"hk", b"hv", (("h1", b"v1"), ("h2", None))),
+        (None, b"dict headers", (("a", b"x"),)),
+        (None, b"stamped", ()),
+        (b"tomb", None, ()),
+        (b"", b"", ()),
+    ]
+    for res, (key, value, headers) in zip(results, expected, strict=True):
+        r = by_pos[(res.partition, res.offset)]
+        assert (r.key, r.value, r.headers) == (key, value, headers)
+        assert r.timestamp == res.timestamp
+    assert by_pos[(results[4].partition, results[4].offset)].timestamp == ts
+    assert all(before_ms - 60_000 < res.timestamp <= before_ms + 60_000
+               for i, res in enumerate(results) if i != 4)
+
+
+def test_many_messages_arrive_once_in_order(
+    kafka_cluster: Any, client: KafkaClient, topic: str
+) -> None:
+    n = 50_000
+    with BackgroundProducer(client.cluster, client.topics[topic], batch_size=500) as p:
+        futures = [p.produce(b"%d" % i, partition_key=b"k%d" % (i % 30)) for i in range(n)]
+        assert p.flush(timeout=120) == 0
+    assert all(f.done() for f in futures)
+    results = [f.result(timeout=0) for f in futures]
+    reads = consume(kafka_cluster, topic, 3, n)
+    assert len(reads) == n
+    by_pos = {(r.partition, r.offset): r.value for r in reads}
+    assert len(by_pos) == n
+    for i, res in enumerate(results):
+        assert by_pos[(res.partition, res.offset)] == b"%d" % i
+    per_partition: dict[int, list[int]] = {}
+    for r in sorted(reads, key=lambda r: (r.partition, r.offset)):
+        per_partition.setdefault(r.partition, []).append(int(r.value or b"-1"))
+    for values in per_partition.values():
+        assert values == sorted(values)  # send order kept per partition
+
+
+def test_delivery_reports_and_their_bound(
+    kafka_cluster: Any, client: KafkaClient, topic: str
+) -> None:
+    p = client.topics[topic].get_producer(
+        delivery_reports=True, max_queued_messages=20, block_on_queue_full=False
+    )
+    try:
+        futures = [p.produce(b"r%d" % i) for i in range(20)]
+        assert p.flush(timeout=60) == 0
+        assert all(f.done() for f in futures)
+        # 20 reports not read yet: the producer is full although all was acknowledged.
+        assert p.metrics()["queued_messages"] == 20
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"no room")
+        reports = [p.get_delivery_report(timeout=5) for _ in range(5)]
+        assert all(err is None for _, err in reports)
+        assert {id(f) for f, _ in reports} <= {id(f) for f in futures}
+        more = [p.produce(b"s%d" % i) for i in range(5)]
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"full again")
+        assert p.flush(timeout=60) == 0
+        rest: list[tuple[DeliveryFuture, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(rest) < 20 and time.monotonic() < deadline:
+            rest.append(p.get_delivery_report(timeout=5))
+        assert len(rest) == 20 and all(err is None for _, err in rest)
+        seen = {id(f) for f, _ in reports + rest}
+        assert seen == {id(f) for f in futures + more} and len(seen) == 25
+        assert p.metrics()["queued_messages"] == 0
+    finally:
+        p.close(timeout=10)
+    reads = consume(kafka_cluster, topic, 3, 25)
+    assert sorted(r.value or b"" for r in reads) == sorted(
+        [b"r%d" % i for i in range(20)] + [b"s%d" % i for i in range(5)]
+    )
+
+
+def test_undrained_reports_block_produce_until_read(
+    kafka_cluster: Any, client: KafkaClient, topic: str
+) -> None:
+    p = client.topics[topic].get_producer(
+        delivery_reports=True, max_queued_messages=10, queue_full_timeout_ms=20_000
+    )
+    try:
+        for i in range(10):
+            p.produce(b"%d" % i)
+        assert p.flush(timeout=60) == 0
+        unblocked = threading.Event()
+
+        def blocked_produce() -> None:
+            p.produce(b"eleventh")
+            unblocked.set()
+
+        t = threading.Thread(target=blocked_produce, daemon=True)
+        t.start()
+        assert not unblocked.wait(0.5)  # memory stays bounded: it waits
+        _, err = p.get_delivery_report(timeout=5)
+        assert err is None
+        assert unblocked.wait(10)
+        t.join(10)
+    finally:
+        p.close(timeout=10)
+
+
+def test_garbage_collected_producer_warns_and_still_delivers(
+    kafka_cluster: Any, client: KafkaClient, topic: str
+) -> None:
+    p = client.topics[topic].get_producer(linger_ms=50)
+    futures = [p.produce(b"gc-%d" % i) for i in range(100)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del p
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+    assert all(f.done() for f in futures)
+    assert all(f.exception(timeout=0) is None for f in futures)
+    reads = consume(kafka_cluster, topic, 3, 100)
+    assert sorted(r.value or b"" for r in reads) == sorted(b"gc-%d" % i for i in range(100))
+
+
+def test_leader_down_stall_queue_full_flush_timeout_delivery_timeout_and_close(
+    kafka_cluster: Any, client: KafkaClient, topic_factory: Any
+) -> None:
+    """A 1-partition, 1-replica topic whose only replica is stopped: nothing can
+    be delivered. produce() blocks then raises, flush(timeout) reports the count,
+    futures fail with DeliveryTimeoutError, close() is bounded."""
+    if not hasattr(kafka_cluster, "brokers"):
+        pytest.skip("needs the harness's own brokers")
+    name = topic_factory(partitions=1, replication_factor=1)
+    topic = client.topics[name]
+    leader = topic.partitions[0].leader
+    assert leader is not None
+    victim = kafka_cluster.broker(leader.id)
+    all_ids = {b.node_id for b in kafka_cluster.brokers}
+    victim.kill()
+    try:
+        p = BackgroundProducer(
+            client.cluster, topic, max_queued_messages=10, queue_full_timeout_ms=500,
+            delivery_timeout_ms=4_000, retry_backoff_ms=50,
+        )
+        t0 = time.monotonic()
+        futures = [p.produce(b"stalled-%d" % i) for i in range(10)]
+        tb = time.monotonic()
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"no room")
+        blocked = time.monotonic() - tb
+        assert 0.45 <= blocked < 3.0, blocked
+        tf = time.monotonic()
+        left = p.flush(timeout=0.5)
+        assert left == 10
+        assert time.monotonic() - tf < 3.0
+        for f in futures:
+            err = f.exception(timeout=15)
+            assert isinstance(err, DeliveryTimeoutError), err
+        assert time.monotonic() - t0 < 15
+        assert p.flush(timeout=1) == 0
+        late = [p.produce(b"late-%d" % i) for i in range(3)]
+        tc = time.monotonic()
+        p.close(timeout=1.0)
+        assert time.monotonic() - tc < 4.0
+        assert all(f.done() and f.exception(timeout=0) is not None for f in late)
+    finally:
+        victim.start(timeout=90.0)
+        kafka_cluster.wait_for_brokers(all_ids, timeout=90.0)
