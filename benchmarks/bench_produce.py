@@ -564,12 +564,14 @@ class Bench:
 
         self.admin = make_admin(bootstrap, None)
         self.run_id = uuid.uuid4().hex[:6]
+        self.seq = 0
         self.tmp = Path(tempfile.mkdtemp(prefix="grete-bench-"))
 
     def fresh_topic(self, case: Case, client: str) -> str:
         from grete.testing.admin import wait_for_topic
 
-        name = f"bench-{self.run_id}-{case.name}-{client}"
+        self.seq += 1  # repeats of one (case, client) each need their own topic
+        name = f"bench-{self.run_id}-{case.name}-{client}-{self.seq}"
         self.admin.create_topic(name, self.args.partitions, self.rf, {}, 30.0)
         wait_for_topic(self.admin, name, self.args.partitions, 30.0)
         return name
