@@ -35,25 +35,40 @@ def main() -> int:
             print(f"\ntopics: {sorted(client.topics)}")
             topic = client.topics["grete-demo"]
             producer = Producer(
-                client.cluster, topic, partitioner=hashing_partitioner,
-                required_acks=-1, batch_size=1000,
+                client.cluster,
+                topic,
+                partitioner=hashing_partitioner,
+                required_acks=-1,
+                batch_size=1000,
             )
             messages = [(b"user-%d" % (i % 1000), b"event %d" % i) for i in range(N)]
             messages.append(Message(b"with headers", key=b"k", headers={"source": b"demo"}))
             t0 = time.perf_counter()
             results = producer.produce(messages)
             elapsed = time.perf_counter() - t0
-            print(f"\nproduced {len(results):,} messages (acks=all, idempotent) "
-                  f"in {elapsed:.2f}s: {len(results) / elapsed:,.0f} msgs/s")
+            print(
+                f"\nproduced {len(results):,} messages (acks=all, idempotent) "
+                f"in {elapsed:.2f}s: {len(results) / elapsed:,.0f} msgs/s"
+            )
             counts: dict[int, int] = {}
             for r in results:
                 counts[r.partition] = counts.get(r.partition, 0) + 1
-            body = client._network.request(node, m.LIST_OFFSETS, {
-                "replica_id": -1,
-                "topics": [{"name": topic.name, "partitions": [
-                    {"partition_index": p, "timestamp": -1} for p in sorted(topic.partitions)
-                ]}],
-            })
+            body = client._network.request(
+                node,
+                m.LIST_OFFSETS,
+                {
+                    "replica_id": -1,
+                    "topics": [
+                        {
+                            "name": topic.name,
+                            "partitions": [
+                                {"partition_index": p, "timestamp": -1}
+                                for p in sorted(topic.partitions)
+                            ],
+                        }
+                    ],
+                },
+            )
             print("per partition: acknowledged / end offset from ListOffsets")
             ok = True
             for p in body["topics"][0]["partitions"]:

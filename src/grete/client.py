@@ -71,7 +71,11 @@ class KafkaClient:
             context = ssl
         elif ssl or ssl_cafile or ssl_certfile or ssl_keyfile:
             context = make_ssl_context(
-                ssl_cafile, ssl_certfile, ssl_keyfile, ssl_password, check_hostname=ssl_check_hostname
+                ssl_cafile,
+                ssl_certfile,
+                ssl_keyfile,
+                ssl_password,
+                check_hostname=ssl_check_hostname,
             )
         else:
             context = None

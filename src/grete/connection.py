@@ -12,6 +12,7 @@ stalls traffic to the others.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -195,8 +196,12 @@ class BrokerConnection:
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             if isinstance(exc, TimeoutError):
-                raise KafkaTimeoutError(f"TLS handshake with {self.host}:{self.port} timed out")
-            raise KafkaConnectionError(f"TLS handshake with {self.host}:{self.port}: {exc}") from exc
+                raise KafkaTimeoutError(
+                    f"TLS handshake with {self.host}:{self.port} timed out"
+                ) from exc
+            raise KafkaConnectionError(
+                f"TLS handshake with {self.host}:{self.port}: {exc}"
+            ) from exc
 
     def _roundtrip(self, api: Api, version: int, body: dict[str, Any], deadline: float) -> Response:
         """One blocking request/response, used only during the handshake."""
@@ -232,7 +237,7 @@ class BrokerConnection:
             # The broker answers with a v0 body listing what it supports; retry
             # with the highest ApiVersions version it knows.
             broker = parse_api_versions(response.body)
-            lo, hi = broker.get(m.API_VERSIONS.key, (0, 0))
+            _, hi = broker.get(m.API_VERSIONS.key, (0, 0))
             response = self._roundtrip(m.API_VERSIONS, min(hi, version), body, deadline)
         if response.body["error_code"] != 0:
             raise error_for_code(response.body["error_code"], "ApiVersions")
@@ -348,10 +353,8 @@ class BrokerConnection:
             self._before_close(self)
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
         self.closed_error = error or KafkaConnectionError(
             f"connection to {self.host}:{self.port} was closed"
         )

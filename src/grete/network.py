@@ -9,6 +9,7 @@ leaders at once and then :meth:`Network.wait` for all answers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import selectors
@@ -167,10 +168,8 @@ class Network:
     def _unregister(self, conn: BrokerConnection) -> None:
         if conn in self._registered:
             del self._registered[conn]
-            try:
+            with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(conn)
-            except (KeyError, ValueError, OSError):
-                pass
 
     # -- requests ----------------------------------------------------------
 
@@ -214,7 +213,9 @@ class Network:
         """One round of I/O over every connection with work to do; returns
         after ``timeout`` seconds at most, or at once after :meth:`wakeup`."""
         with self.lock:
-            active = [c for c in self._conns.values() if c.connected and (c.in_flight or c.wants_write)]
+            active = [
+                c for c in self._conns.values() if c.connected and (c.in_flight or c.wants_write)
+            ]
             for conn in active:
                 events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.wants_write else 0)
                 old = self._registered.get(conn)
@@ -240,10 +241,9 @@ class Network:
 
     def wakeup(self) -> None:
         """Make a poll() in progress (in another thread) return now."""
-        try:
+        # A full buffer means it is awake already; a closed one, that we are done.
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already awake (buffer full) or closed
 
     def _drain_wakeups(self) -> None:
         try:

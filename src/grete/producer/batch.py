@@ -72,7 +72,8 @@ class ProducerBatch:
         return len(self.values)
 
     def __repr__(self) -> str:
-        return f"<ProducerBatch {self.topic}/{self.partition} n={len(self.values)} seq={self.base_sequence}>"
+        where = f"{self.topic}/{self.partition}"
+        return f"<ProducerBatch {where} n={len(self.values)} seq={self.base_sequence}>"
 
     def append(
         self,

@@ -104,7 +104,9 @@ class Driver:
         }
         nodes = self.cluster.network.known_nodes or [-1]
         try:
-            response = self.network.request(nodes[self._pid_failures % len(nodes)], m.INIT_PRODUCER_ID, body)
+            response = self.network.request(
+                nodes[self._pid_failures % len(nodes)], m.INIT_PRODUCER_ID, body
+            )
             code = response["error_code"]
             if code != 0:
                 raise error_for_code(code, "InitProducerId")
@@ -119,7 +121,5 @@ class Driver:
             self._next_pid_try = time.monotonic() + engine.retry_backoff_s * self._pid_failures
             return
         self._pid_failures = 0
-        log.debug(
-            "producer id %s epoch %s", response["producer_id"], response["producer_epoch"]
-        )
+        log.debug("producer id %s epoch %s", response["producer_id"], response["producer_epoch"])
         engine.set_producer_id(response["producer_id"], response["producer_epoch"])

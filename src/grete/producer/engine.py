@@ -51,6 +51,7 @@ _SEQUENCE_WRAP = 1 << 31
 def _order(batch: ProducerBatch) -> tuple[int, ...]:
     return batch.order
 
+
 # (batch, base_offset, log_append_time_ms, error)
 DoneCallback = Callable[[ProducerBatch, int, int, "KafkaError | None"], None]
 
@@ -161,15 +162,21 @@ class ProduceEngine:
         state.queue.append(batch)
         self._queued += 1
 
-    def _requeue(self, batch: ProducerBatch, state: _PartitionState, now: float, *, count: bool) -> None:
+    def _requeue(
+        self, batch: ProducerBatch, state: _PartitionState, now: float, *, count: bool
+    ) -> None:
         """Put a batch back in its place (by original order) for another try."""
         if count:
-            backoff = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
+            backoff = min(
+                self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1)
+            )
             batch.retry_at = now + backoff * random.uniform(0.8, 1.2)
         bisect.insort(state.queue, batch, key=_order)
         self._queued += 1
 
-    def _finish(self, batch: ProducerBatch, offset: int, append_time: int, error: KafkaError | None) -> None:
+    def _finish(
+        self, batch: ProducerBatch, offset: int, append_time: int, error: KafkaError | None
+    ) -> None:
         self.on_done(batch, offset, append_time, error)
 
     def fail_all(self, error: KafkaError) -> None:
@@ -191,7 +198,10 @@ class ProduceEngine:
                 if deadline_of(batch) <= now:
                     self._queued -= 1
                     self._finish(
-                        batch, -1, -1, DeliveryTimeoutError(batch.topic, batch.partition, batch.maybe_written)
+                        batch,
+                        -1,
+                        -1,
+                        DeliveryTimeoutError(batch.topic, batch.partition, batch.maybe_written),
                     )
                     if self.idempotent and batch.base_sequence is not None:
                         self.needs_epoch_bump = True
@@ -205,7 +215,8 @@ class ProduceEngine:
         """When the earliest backing-off batch becomes sendable (None: none is
         backing off; everything else waits for an answer, not for the clock)."""
         waits = [
-            s.queue[0].retry_at for s in self._partitions.values()
+            s.queue[0].retry_at
+            for s in self._partitions.values()
             if s.queue and s.queue[0].retry_at > now
         ]
         return min(waits) if waits else None
@@ -245,12 +256,17 @@ class ProduceEngine:
             self._queued -= 1
             self._gap(batch)
             self._finish(
-                batch, -1, -1,
-                LeaderNotAvailable(f"no leader for {batch.topic}/{batch.partition} after "
-                                   f"{batch.attempts} attempts"),
+                batch,
+                -1,
+                -1,
+                LeaderNotAvailable(
+                    f"no leader for {batch.topic}/{batch.partition} after {batch.attempts} attempts"
+                ),
             )
         else:
-            backoff = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1))
+            backoff = min(
+                self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1)
+            )
             batch.retry_at = now + backoff
 
     def _build(
@@ -283,7 +299,11 @@ class ProduceEngine:
             batches.append(batch)
             topics.setdefault(batch.topic, []).append({"index": batch.partition, "records": data})
             # The next batch of this partition may ride in the next request.
-            if state.queue and state.in_flight < self.max_in_flight and state.queue[0].retry_at <= now:
+            if (
+                state.queue
+                and state.in_flight < self.max_in_flight
+                and state.queue[0].retry_at <= now
+            ):
                 rest.append((state, state.queue[0]))
         body = {
             "transactional_id": self.transactional_id,
@@ -319,8 +339,12 @@ class ProduceEngine:
         for batch in plan.batches:
             p = results.get((batch.topic, batch.partition))
             if p is None:
-                self._failed(batch, now, KafkaError(
-                    f"broker answered without {batch.topic}/{batch.partition}"), retriable=True)
+                self._failed(
+                    batch,
+                    now,
+                    KafkaError(f"broker answered without {batch.topic}/{batch.partition}"),
+                    retriable=True,
+                )
                 continue
             code = p["error_code"]
             if code == 0:
@@ -345,11 +369,17 @@ class ProduceEngine:
             self._requeue(first, state, now, count=False)
             self._gap(batch)
             return
-        if code == _MESSAGE_TOO_LARGE or code == _RECORD_LIST_TOO_LARGE:
+        if code in (_MESSAGE_TOO_LARGE, _RECORD_LIST_TOO_LARGE):
             self._gap(batch)
-            self._finish(batch, -1, -1, MessageSizeTooLarge(
-                f"the message to {where} is larger than the broker accepts "
-                f"(topic max.message.bytes) {detail}".rstrip()))
+            self._finish(
+                batch,
+                -1,
+                -1,
+                MessageSizeTooLarge(
+                    f"the message to {where} is larger than the broker accepts "
+                    f"(topic max.message.bytes) {detail}".rstrip()
+                ),
+            )
             return
         if code == _OUT_OF_ORDER_SEQUENCE and self._earlier_pending(batch, state):
             # An earlier batch of this partition is being retried; this one was
@@ -360,7 +390,9 @@ class ProduceEngine:
         if self.idempotent and code in (_OUT_OF_ORDER_SEQUENCE, _UNKNOWN_PRODUCER_ID):
             # The broker lost our sequence state: new epoch, sequences from 0.
             self.needs_epoch_bump = True
-            self._failed(batch, now, error_for_code(code, f"{where} {detail}".strip()), retriable=True)
+            self._failed(
+                batch, now, error_for_code(code, f"{where} {detail}".strip()), retriable=True
+            )
             return
         info = error_info(code)
         if info.invalid_metadata:
@@ -368,7 +400,7 @@ class ProduceEngine:
         self._failed(batch, now, error_for_code(code, f"{where} {detail}".strip()), info.retriable)
 
     def _earlier_pending(self, batch: ProducerBatch, state: _PartitionState) -> bool:
-        return bool(state.queue) and state.queue[0].order < batch.order or state.in_flight > 0
+        return (bool(state.queue) and state.queue[0].order < batch.order) or state.in_flight > 0
 
     def on_transport_error(self, plan: Plan, error: KafkaError, now: float, *, sent: bool) -> None:
         """The request could not be sent (``sent=False``: certainly not
@@ -394,5 +426,3 @@ class ProduceEngine:
         would be refused as out of order, so the epoch must be bumped."""
         if self.idempotent and batch.base_sequence is not None:
             self.needs_epoch_bump = True
-
-

@@ -25,7 +25,9 @@ class Message:
         self,
         value: bytes | str | None,
         key: bytes | str | None = None,
-        headers: Sequence[tuple[str, bytes | str | None]] | dict[str, bytes | str | None] | None = None,
+        headers: Sequence[tuple[str, bytes | str | None]]
+        | dict[str, bytes | str | None]
+        | None = None,
         timestamp: int | None = None,
         partition: int | None = None,
     ) -> None:
@@ -79,7 +81,9 @@ def to_headers(headers: Any, index: int) -> Headers | None:
     try:
         for name, value in items:
             if not isinstance(name, str):
-                raise InvalidMessageError(f"message {index}: header names must be str, not {name!r}")
+                raise InvalidMessageError(
+                    f"message {index}: header names must be str, not {name!r}"
+                )
             out.append((name, to_bytes(value, f"header {name!r}", index)))
     except (TypeError, ValueError) as exc:
         raise InvalidMessageError(

@@ -41,8 +41,12 @@ class Metrics:
             "requests": self.requests,
             "retries": self.retries,
             "errors": self.errors,
-            "request_latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99),
-                                   "max": lat[-1] if lat else None},
+            "request_latency_ms": {
+                "p50": pct(0.5),
+                "p95": pct(0.95),
+                "p99": pct(0.99),
+                "max": lat[-1] if lat else None,
+            },
         }
         log.debug("producer metrics: %s", out)
         return out

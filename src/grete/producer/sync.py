@@ -29,8 +29,11 @@ _BATCH_OVERHEAD = 61
 
 
 def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (
-        hi is not None and value > hi
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < lo
+        or (hi is not None and value > hi)
     ):
         bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
         raise ConfigurationError(f"{name} must be an integer {bound}, not {value!r}")
@@ -149,7 +152,9 @@ class Producer:
             if self._closed:
                 raise ProducerClosedError("produce() on a closed producer")
             if isinstance(messages, (bytes, str)):
-                raise InvalidMessageError("produce() takes an iterable of messages, not one message")
+                raise InvalidMessageError(
+                    "produce() takes an iterable of messages, not one message"
+                )
             batch = messages if isinstance(messages, list) else list(messages)
             if self._partitioner is random_partitioner and set(map(type, batch)) == {bytes}:
                 return self._produce_values(batch)
@@ -166,7 +171,9 @@ class Producer:
             yield (key, value), partition
 
     def _produce(
-        self, message_partition_tups: Iterable[tuple[tuple[bytes | None, bytes | None], int]], attempt: int = 1
+        self,
+        message_partition_tups: Iterable[tuple[tuple[bytes | None, bytes | None], int]],
+        attempt: int = 1,
     ) -> Sequence[DeliveryResult]:
         """Publish messages whose partitions are already assigned (the output of
         :meth:`_partition_messages`); retries happen inside, up to ``max_retries``."""
@@ -285,9 +292,7 @@ class Producer:
             if total > max_bytes:
                 failures.append(MessageFailure(start, self._too_large(start, total), False))
             else:
-                batch = ProducerBatch(
-                    self._topic.name, random_partitioner(partitions).id, created
-                )
+                batch = ProducerBatch(self._topic.name, random_partitioner(partitions).id, created)
                 batch.fill(values[start:end], range(start, end), now_ms, total)
                 batches.append(batch)
             start = end
@@ -383,7 +388,7 @@ class ProduceResults(Sequence[DeliveryResult]):
             if append_time >= 0:
                 stamps = [append_time] * len(stamps)
             offsets = range(base, base + len(stamps)) if base >= 0 else [-1] * len(stamps)
-            for i, off, ts in zip(batch.handles, offsets, stamps):
+            for i, off, ts in zip(batch.handles, offsets, stamps, strict=True):
                 items[i] = DeliveryResult(p, off, ts)
         self._done = []
         return items
