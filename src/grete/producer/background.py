@@ -560,6 +560,12 @@ def _shutdown(sender: _Sender, timeout: float) -> None:
         sender.engine.closing_error = error
         sender.network.wakeup()
         sender.stopped.wait(1.0)
+    # A sender thread that died leaves what was produced after its end in the
+    # accumulator: fail that too, so nothing stays unreported after close().
+    with sender.lock:
+        orphans = sender.acc.take_all()
+    for batch in orphans:
+        sender.batch_done(batch, -1, -1, ProducerClosedError("the sender thread had stopped"))
 
 
 def _abandoned(sender: _Sender) -> None:

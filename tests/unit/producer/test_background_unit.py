@@ -431,3 +431,32 @@ def test_flush_runs_callbacks_before_returning(cluster: Cluster) -> None:
             p.produce(b"v", partition=i % 3, callback=lambda f, i=i: calls.append(i))  # type: ignore[misc]
         assert p.flush(timeout=10) == 0
         assert sorted(calls) == list(range(20))
+
+
+def test_sender_crash_fails_queued_messages_and_close_fails_later_ones(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender thread dying must not deadlock on its own lock, and every
+    message, even one produced after the crash, is reported by close()."""
+    from grete.producer.driver import Driver
+
+    p = _producer(cluster, linger_ms=60_000, delivery_timeout_ms=60_000)
+    try:
+        before = [p.produce(b"v%d" % i) for i in range(3)]  # lingering in the accumulator
+
+        def broken(self: Driver, timeout: float) -> None:
+            raise RuntimeError("injected sender bug")
+
+        monkeypatch.setattr(Driver, "step", broken)
+        for f in before:
+            err = f.exception(timeout=5)
+            assert isinstance(err, KafkaError) and "injected" in str(err)
+        assert _wait(p._sender.stopped.is_set, 5.0)
+        after = p.produce(b"after the crash")
+        assert p.flush(timeout=1) == 1  # nobody left to send it
+    finally:
+        t0 = time.monotonic()
+        p.close(timeout=1.0)
+        assert time.monotonic() - t0 < 3.0
+    assert isinstance(after.exception(timeout=0), ProducerClosedError)
+    assert p.metrics()["queued_messages"] == 0
