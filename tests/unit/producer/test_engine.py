@@ -59,7 +59,7 @@ class Harness:
     def answer(self, plan: Plan, codes: dict[int, int] | None = None) -> None:
         """Answer every batch of ``plan``; ``codes`` maps partition -> error code."""
         codes = codes or {}
-        parts = []
+        parts: list[dict[str, Any]] = []
         for batch in plan.batches:
             code = codes.get(batch.partition, 0)
             base = -1
