@@ -280,3 +280,53 @@ def test_leader_down_stall_queue_full_flush_timeout_delivery_timeout_and_close(
     finally:
         victim.start(timeout=90.0)
         kafka_cluster.wait_for_brokers(all_ids, timeout=90.0)
+
+
+def test_close_resolves_requests_in_flight_to_a_silent_broker() -> None:
+    """A broker that takes Produce requests and never answers: close(timeout)
+    returns in time and no future is left pending (the in-flight ones fail
+    with maybe_written=True: they were sent)."""
+    import importlib.util
+    import pathlib
+
+    # The fake broker of test_client.py: answers ApiVersions, silent on Produce.
+    spec = importlib.util.spec_from_file_location(
+        "_grete_test_client", pathlib.Path(__file__).with_name("test_client.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module: Any = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fake_broker: Any = module._FakeBroker
+
+    from grete.cluster import Broker, Cluster, Partition, Topic
+    from grete.connection import ConnectionConfig
+    from grete.network import Network
+
+    fake = fake_broker(silent=False, metadata_answers=0)
+    network = Network([("127.0.0.1", fake.port)],
+                      ConnectionConfig(connect_timeout_s=2, request_timeout_s=30))
+    try:
+        cluster = Cluster(network)
+        broker = Broker(1, "127.0.0.1", fake.port)
+        cluster.brokers = {1: broker}
+        network.set_brokers({1: ("127.0.0.1", fake.port)})
+        topic = Topic(cluster, "t")
+        part = Partition(topic, 0)
+        part.leader = broker
+        topic.partitions[0] = part
+        cluster._topics["t"] = topic
+        p = BackgroundProducer(cluster, topic, required_acks=1, linger_ms=0)
+        futures = [p.produce(b"v%d" % i) for i in range(5)]
+        deadline = time.monotonic() + 10
+        while "Produce" not in fake.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "Produce" in fake.requests
+        t0 = time.monotonic()
+        p.close(timeout=1.0)
+        assert time.monotonic() - t0 < 3.0
+        pending = [f for f in futures if not f.done()]
+        assert pending == [], f"{len(pending)} future(s) unresolved after close()"
+        assert all(f.exception(timeout=0) is not None and f.maybe_written for f in futures)
+    finally:
+        network.close()
+        fake.close()

@@ -174,6 +174,7 @@ class _Sender:
                 engine.expire(now, self._deadline_of)
                 if engine.closing_error is not None:
                     engine.fail_all(engine.closing_error)
+                    self.driver.abandon_in_flight(engine.closing_error)
                 if closing and engine.idle:
                     with self.lock:
                         if not len(self.acc):

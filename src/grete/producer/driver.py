@@ -34,6 +34,8 @@ class Driver:
         self._next_metadata = 0.0
         self._next_pid_try = 0.0
         self._pid_failures = 0
+        # Produce requests sent and not answered yet, by id(plan).
+        self._outstanding: dict[int, Plan] = {}
 
     def leader_of(self, topic: str, partition: int) -> int | None:
         t = self.cluster._topics.get(topic)
@@ -84,7 +86,12 @@ class Driver:
             engine.on_transport_error(plan, exc, time.monotonic(), sent=False)
             return
 
+        key = id(plan)
+        self._outstanding[key] = plan
+
         def landed(p: Pending) -> None:
+            if self._outstanding.pop(key, None) is None:
+                return  # given up on by abandon_in_flight()
             if p.error is not None:
                 engine.on_transport_error(plan, p.error, time.monotonic(), sent=True)
             else:
@@ -92,6 +99,15 @@ class Driver:
                 engine.on_response(plan, body, time.monotonic())
 
         pending.add_callback(landed)
+
+    def abandon_in_flight(self, error: KafkaError) -> None:
+        """Stop waiting for every unanswered request (a producer closing out
+        of time): their batches get ``error`` as if the connection broke
+        (maybe written), and answers arriving later are ignored."""
+        plans, self._outstanding = list(self._outstanding.values()), {}
+        now = time.monotonic()
+        for plan in plans:
+            self.engine.on_transport_error(plan, error, now, sent=True)
 
     def _init_producer_id(self) -> None:
         """InitProducerId: a first identity, or an epoch bump (KIP-360) of ours."""
