@@ -71,6 +71,8 @@ class Plan:
 class _PartitionState:
     queue: list[ProducerBatch] = field(default_factory=list)  # sorted by batch.order
     in_flight: int = 0
+    # Send-order places of the batches in flight (to tell earlier from later).
+    in_flight_orders: list[tuple[int, ...]] = field(default_factory=list)
     next_sequence: int = 0
     next_order: int = 0
 
@@ -295,6 +297,7 @@ class ProduceEngine:
             state.queue.pop(0)
             self._queued -= 1
             state.in_flight += 1
+            state.in_flight_orders.append(batch.order)
             batch.attempts += 1
             batches.append(batch)
             topics.setdefault(batch.topic, []).append({"index": batch.partition, "records": data})
@@ -323,7 +326,9 @@ class ProduceEngine:
         self._node_in_flight[plan.node_id] -= 1
         self.in_flight -= 1
         for batch in plan.batches:
-            self._state(batch).in_flight -= 1
+            state = self._state(batch)
+            state.in_flight -= 1
+            state.in_flight_orders.remove(batch.order)
 
     def on_response(self, plan: Plan, body: dict[str, Any] | None, now: float) -> None:
         """The broker answered ``plan`` (``body`` is None for acks=0)."""
@@ -400,7 +405,12 @@ class ProduceEngine:
         self._failed(batch, now, error_for_code(code, f"{where} {detail}".strip()), info.retriable)
 
     def _earlier_pending(self, batch: ProducerBatch, state: _PartitionState) -> bool:
-        return (bool(state.queue) and state.queue[0].order < batch.order) or state.in_flight > 0
+        # Only an *earlier* batch (requeued, or still in flight) excuses the
+        # refusal: a later one in flight must not, or a partition whose
+        # sequence state the broker lost would be resent forever.
+        return (bool(state.queue) and state.queue[0].order < batch.order) or any(
+            order < batch.order for order in state.in_flight_orders
+        )
 
     def on_transport_error(self, plan: Plan, error: KafkaError, now: float, *, sent: bool) -> None:
         """The request could not be sent (``sent=False``: certainly not

@@ -477,3 +477,32 @@ def _land_one(plan: Plan, batch: ProducerBatch, log: dict[int, list[bytes | None
     if seq < next_seq[p]:
         return DUPLICATE
     return OUT_OF_ORDER
+
+
+def test_out_of_order_with_only_later_batches_in_flight_bumps_the_epoch() -> None:
+    """The broker lost the partition's sequence state and refuses every batch:
+    a *later* batch in flight must not excuse the head's refusal (that resent
+    both forever, never consuming an attempt nor bumping the epoch)."""
+    h = Harness(idempotent=True)
+    first, second = h.add(0, 2), h.add(0, 2, start=2)
+    for _ in range(50):
+        if h.engine.idle or h.engine.needs_producer_id:
+            break
+        plans = h.plan()
+        if not plans:
+            h.advance(2.0)
+            continue
+        for p in plans:
+            h.answer(p, {0: OUT_OF_ORDER})
+    assert h.engine.needs_producer_id, "OUT_OF_ORDER on the head must lead to a new epoch"
+    h.engine.set_producer_id(4000, 1)
+    h.advance(5.0)
+    for _ in range(10):
+        plans = h.plan()
+        if not plans:
+            break
+        for p in plans:
+            h.answer(p)
+    assert [b for b, *_ in h.done] == [first, second]
+    assert all(e is None for *_, e in h.done)
+    assert (first.base_sequence, second.base_sequence) == (0, 2)
