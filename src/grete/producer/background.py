@@ -29,7 +29,7 @@ from grete.producer.errors import (
     ProducerClosedError,
     ProducerQueueFullError,
 )
-from grete.producer.message import DeliveryResult, Headers, to_bytes, to_headers
+from grete.producer.message import DeliveryResult, to_bytes, to_headers
 from grete.producer.metrics import Metrics
 from grete.protocol.compression import CompressionType, validate_level
 
@@ -208,9 +208,10 @@ class _Sender:
             self.metrics.errors += len(futures)
         else:
             stamps = batch.timestamps or [batch.base_timestamp] * len(futures)
-            for n, (f, ts) in enumerate(zip(futures, stamps)):
+            for n, (f, ts) in enumerate(zip(futures, stamps, strict=True)):
                 f._result = DeliveryResult(
-                    p, base_offset + n if base_offset >= 0 else -1,
+                    p,
+                    base_offset + n if base_offset >= 0 else -1,
                     append_time if append_time >= 0 else ts,
                 )
             self.metrics.messages_sent += len(futures)
@@ -304,14 +305,20 @@ class BackgroundProducer:
         elif enable_idempotence and required_acks != -1:
             raise ConfigurationError("enable_idempotence needs required_acks=-1")
         for name, value, lo in (
-            ("batch_size", batch_size, 1), ("max_queued_messages", max_queued_messages, 1),
-            ("max_buffer_bytes", max_buffer_bytes, 1024), ("max_batch_bytes", max_batch_bytes, 1024),
-            ("max_request_size", max_request_size, 1024), ("max_retries", max_retries, 0),
+            ("batch_size", batch_size, 1),
+            ("max_queued_messages", max_queued_messages, 1),
+            ("max_buffer_bytes", max_buffer_bytes, 1024),
+            ("max_batch_bytes", max_batch_bytes, 1024),
+            ("max_request_size", max_request_size, 1024),
+            ("max_retries", max_retries, 0),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < lo:
                 raise ConfigurationError(f"{name} must be an integer >= {lo}, not {value!r}")
-        for name, fvalue in (("linger_ms", linger_ms), ("delivery_timeout_ms", delivery_timeout_ms),
-                             ("queue_full_timeout_ms", queue_full_timeout_ms)):
+        for name, fvalue in (
+            ("linger_ms", linger_ms),
+            ("delivery_timeout_ms", delivery_timeout_ms),
+            ("queue_full_timeout_ms", queue_full_timeout_ms),
+        ):
             if not isinstance(fvalue, (int, float)) or fvalue < 0:
                 raise ConfigurationError(f"{name} must be >= 0, not {fvalue!r}")
         if not 1 <= max_in_flight <= (5 if enable_idempotence else 1000):
@@ -346,6 +353,7 @@ class BackgroundProducer:
             compression=compression,
             compression_level=compression_level,
             max_retries=max_retries,
+            delivery_timeout_s=delivery_timeout_ms / 1000,
             retry_backoff_s=retry_backoff_ms / 1000,
             retry_backoff_max_s=retry_backoff_max_ms / 1000,
             max_request_size=max_request_size,
@@ -383,7 +391,8 @@ class BackgroundProducer:
         if self._closed or sender.forked:
             raise ProducerClosedError(
                 "this producer was started in another process (fork); create a new one here"
-                if sender.forked else "produce() on a closed producer"
+                if sender.forked
+                else "produce() on a closed producer"
             )
         if self._serializer is not None and value is not None:
             value = self._serializer(value)
@@ -404,7 +413,9 @@ class BackgroundProducer:
         elif type(timestamp) is int and timestamp >= 0:
             ts = timestamp
         else:
-            raise InvalidMessageError(f"timestamp must be a non-negative int (ms), not {timestamp!r}")
+            raise InvalidMessageError(
+                f"timestamp must be a non-negative int (ms), not {timestamp!r}"
+            )
         if size > self._max_record:
             raise MessageSizeTooLarge(
                 f"message of {size} bytes is over max_request_size/max_batch_bytes; not sent"
@@ -423,8 +434,10 @@ class BackgroundProducer:
         if callback is not None:
             future._callbacks = [callback]
         with sender.lock:
-            if (sender.queued_messages >= self._max_queued_messages
-                    or sender.queued_bytes + size > self._max_buffer_bytes):
+            if (
+                sender.queued_messages >= self._max_queued_messages
+                or sender.queued_bytes + size > self._max_buffer_bytes
+            ):
                 self._wait_for_space(size)
                 if self._closed:
                     raise ProducerClosedError("produce() on a closed producer")
@@ -453,8 +466,10 @@ class BackgroundProducer:
                 f"{sender.queued_messages} messages / {sender.queued_bytes} bytes queued"
             )
         deadline = time.monotonic() + self._queue_full_timeout_s
-        while (sender.queued_messages >= self._max_queued_messages
-               or sender.queued_bytes + size > self._max_buffer_bytes):
+        while (
+            sender.queued_messages >= self._max_queued_messages
+            or sender.queued_bytes + size > self._max_buffer_bytes
+        ):
             left = deadline - time.monotonic()
             if left <= 0 or sender.stopped.is_set():
                 raise ProducerQueueFullError(
@@ -469,7 +484,9 @@ class BackgroundProducer:
         """pykafka's delivery reports: ``(future, error)``; raises ``queue.Empty``."""
         reports = self._sender.reports
         if reports is None:
-            raise ConfigurationError("delivery reports are off (delivery_reports=True turns them on)")
+            raise ConfigurationError(
+                "delivery reports are off (delivery_reports=True turns them on)"
+            )
         future, error = reports.get(block, timeout)
         self._sender._release(1, future._size)
         return future, error
@@ -529,9 +546,7 @@ class BackgroundProducer:
         self.close()
 
 
-def _sticky_hook(
-    topic: Topic, hook: Any, cell: list[int | None]
-) -> Callable[[int], None] | None:
+def _sticky_hook(topic: Topic, hook: Any, cell: list[int | None]) -> Callable[[int], None] | None:
     """The accumulator's batch-closed hook (a closure, not a bound method, so the
     sender thread keeps no reference to the producer object). ``cell`` gets the
     partitioner's new sticky partition."""
@@ -578,4 +593,3 @@ def _abandoned(sender: _Sender) -> None:
             stacklevel=2,
         )
         _shutdown(sender, sender.delivery_timeout_s)
-

@@ -40,6 +40,7 @@ class ProducerBatch:
         "timestamps",
         "topic",
         "values",
+        "waits",
     )
 
     def __init__(self, topic: str, partition: int, created: float) -> None:
@@ -55,6 +56,7 @@ class ProducerBatch:
         self.size = 0
         self.created = created
         self.attempts = 0
+        self.waits = 0  # waits for a leader (not attempts), for their backoff
         self.retry_at = 0.0
         # None until the batch is first drained under idempotence.
         self.base_sequence: int | None = None

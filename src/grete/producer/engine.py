@@ -94,6 +94,7 @@ class ProduceEngine:
         max_request_size: int = 1 << 20,
         max_in_flight: int = 5,
         idempotent: bool = False,
+        delivery_timeout_s: float = 120.0,
         transactional_id: str | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -108,6 +109,9 @@ class ProduceEngine:
         self.max_request_size = max_request_size
         self.max_in_flight = max_in_flight
         self.idempotent = idempotent
+        # The bound on a batch's whole life; waiting for a leader (which spends
+        # no attempts) ends here at the latest.
+        self.delivery_timeout_s = delivery_timeout_s
         self.transactional_id = transactional_id
         self.producer_id = -1
         self.producer_epoch = -1
@@ -250,10 +254,10 @@ class ProduceEngine:
         return plans
 
     def _no_leader(self, state: _PartitionState, batch: ProducerBatch, now: float) -> None:
-        """Waiting for a leader counts as an attempt, so it is bounded too."""
+        """Waiting for a leader is not an attempt (nothing reached a broker);
+        it is bounded by the delivery timeout instead."""
         self.needs_metadata = True
-        batch.attempts += 1
-        if batch.attempts > self.max_retries:
+        if self._expired(batch, now):
             state.queue.pop(0)
             self._queued -= 1
             self._gap(batch)
@@ -262,14 +266,20 @@ class ProduceEngine:
                 -1,
                 -1,
                 LeaderNotAvailable(
-                    f"no leader for {batch.topic}/{batch.partition} after {batch.attempts} attempts"
+                    f"no leader for {batch.topic}/{batch.partition} within the delivery "
+                    f"timeout ({self.delivery_timeout_s:.0f}s)"
                 ),
             )
         else:
-            backoff = min(
-                self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1)
-            )
-            batch.retry_at = now + backoff
+            batch.retry_at = now + self._wait_backoff(batch)
+
+    def _expired(self, batch: ProducerBatch, now: float) -> bool:
+        return now - batch.created >= self.delivery_timeout_s
+
+    def _wait_backoff(self, batch: ProducerBatch) -> float:
+        batch.waits += 1
+        backoff: float = self.retry_backoff_s * 2 ** min(batch.waits - 1, 16)
+        return min(self.retry_backoff_max_s, backoff)
 
     def _build(
         self,
@@ -400,9 +410,15 @@ class ProduceEngine:
             )
             return
         info = error_info(code)
+        error = error_for_code(code, f"{where} {detail}".strip())
         if info.invalid_metadata:
+            # The leader moved: a matter of waiting for metadata, which is
+            # bounded by the delivery timeout rather than by max_retries (a
+            # failover can take the brokers' session timeout, seconds).
             self.needs_metadata = True
-        self._failed(batch, now, error_for_code(code, f"{where} {detail}".strip()), info.retriable)
+            self._wait(batch, now, error)
+            return
+        self._failed(batch, now, error, info.retriable)
 
     def _earlier_pending(self, batch: ProducerBatch, state: _PartitionState) -> bool:
         # Only an *earlier* batch (requeued, or still in flight) excuses the
@@ -421,10 +437,30 @@ class ProduceEngine:
         self.needs_metadata = True
         for batch in plan.batches:
             batch.maybe_written = batch.maybe_written or sent
-            self._failed(batch, now, error, retriable=True)
+            if sent:
+                self._failed(batch, now, error, retriable=True)
+            else:
+                # Nothing left the machine (broker down, backing off): wait for
+                # a leader that answers, bounded by the delivery timeout.
+                self._wait(batch, now, error)
+
+    def _wait(self, batch: ProducerBatch, now: float, error: KafkaError) -> None:
+        """Requeue without spending an attempt, unless the delivery timeout ran out."""
+        if self._expired(batch, now) or self.closing_error is not None:
+            self._gap(batch)
+            self._finish(batch, -1, -1, error)
+            return
+        batch.attempts -= 1
+        self._requeue(batch, self._state(batch), now, count=False)
+        batch.retry_at = now + self._wait_backoff(batch)
 
     def _failed(self, batch: ProducerBatch, now: float, error: KafkaError, retriable: bool) -> None:
-        if retriable and batch.attempts <= self.max_retries and self.closing_error is None:
+        if (
+            retriable
+            and batch.attempts <= self.max_retries
+            and self.closing_error is None
+            and not self._expired(batch, now)
+        ):
             self.metrics.retries += 1
             self._requeue(batch, self._state(batch), now, count=True)
             return

@@ -50,7 +50,9 @@ class Producer:
         :func:`~grete.partitioners.hashing_partitioner` for keys placed as the
         Java client places them.
     :param compression: a :class:`~grete.CompressionType`.
-    :param max_retries: how many times a failed batch is sent again.
+    :param max_retries: how many times a batch the brokers failed is sent again.
+        Waiting for a new leader after a broker failure spends no attempts: it is
+        bounded by ``delivery_timeout_ms`` instead.
     :param retry_backoff_ms: first backoff before a retry; doubles per attempt
         (with jitter) up to ``retry_backoff_max_ms``.
     :param required_acks: 0 (no answer), 1 (the leader) or -1 (all in-sync replicas).
@@ -66,6 +68,8 @@ class Producer:
     :param enable_idempotence: exactly-once per partition with the broker's
         sequence checks. Default: on when ``required_acks=-1`` (as the Java client).
     :param max_in_flight: requests in flight per broker (at most 5 with idempotence).
+    :param delivery_timeout_ms: the longest a ``produce()`` call may take for one
+        message, retries and leader elections included (default 2 min, as Java).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Producer:
         enable_idempotence: bool | None = None,
         max_in_flight: int = 5,
         retry_backoff_max_ms: int = 1_000,
+        delivery_timeout_ms: int = 120_000,
     ) -> None:
         if not isinstance(cluster, Cluster):
             raise ConfigurationError("cluster must be a grete Cluster (client.cluster)")
@@ -125,6 +130,7 @@ class Producer:
             compression=compression,
             compression_level=compression_level,
             max_retries=max_retries,
+            delivery_timeout_s=_int_arg("delivery_timeout_ms", delivery_timeout_ms, 1) / 1000,
             retry_backoff_s=retry_backoff_ms / 1000,
             retry_backoff_max_s=retry_backoff_max_ms / 1000,
             max_request_size=max_request_size,

@@ -6,13 +6,20 @@ from typing import Any
 
 import pytest
 
-from grete.errors import KafkaConnectionError, KafkaError, MessageSizeTooLarge, NotLeaderOrFollower
+from grete.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLarge,
+    NotEnoughReplicas,
+    NotLeaderOrFollower,
+)
 from grete.producer.batch import ProducerBatch
 from grete.producer.engine import Plan, ProduceEngine
 from grete.protocol.records import decode_batches
 
 TOPIC = "t"
 NOT_LEADER = 6
+NOT_ENOUGH_REPLICAS = 19
 MESSAGE_TOO_LARGE = 10
 OUT_OF_ORDER = 45
 DUPLICATE = 46
@@ -125,7 +132,7 @@ def test_one_request_per_broker_carries_one_batch_per_partition() -> None:
     assert {b.partition for b in plan.batches} == {0, 1}
 
 
-def test_retriable_error_requeues_with_backoff_and_asks_for_metadata() -> None:
+def test_stale_metadata_error_requeues_with_backoff_without_spending_an_attempt() -> None:
     h = Harness()
     batch = h.add(0, 2)
     plan = h.only_plan()
@@ -139,7 +146,9 @@ def test_retriable_error_requeues_with_backoff_and_asks_for_metadata() -> None:
     assert wake is not None and 100.0 + 0.08 <= wake <= 100.0 + 0.12
     h.advance(0.13)
     retry = h.only_plan()
-    assert retry.batches == [batch] and batch.attempts == 2
+    # A moved leader is a wait for metadata, bounded by the delivery timeout,
+    # not one of max_retries (a failover takes seconds).
+    assert retry.batches == [batch] and batch.attempts == 1
     h.answer(retry)
     assert [(b, e) for b, _o, _t, e in h.done] == [(batch, None)]
 
@@ -160,6 +169,31 @@ def test_backoff_grows_and_is_capped() -> None:
     assert waits[-1] == pytest.approx(0.3, rel=0.25)
 
 
+def test_retriable_error_spends_an_attempt() -> None:
+    h = Harness()
+    batch = h.add(0, 1)
+    h.answer(h.only_plan(), {0: NOT_ENOUGH_REPLICAS})
+    assert h.done == [] and h.engine.queued == 1
+    h.advance(0.2)
+    h.answer(h.only_plan())
+    assert batch.attempts == 2 and h.done[0][3] is None
+
+
+def test_stale_metadata_waits_end_at_the_delivery_timeout() -> None:
+    h = Harness(max_retries=0, delivery_timeout_s=3.0)
+    batch = h.add(0, 1)
+    for _ in range(50):  # bounded: 50 x 0.5 s is far past the 3 s timeout
+        plans = h.plan()
+        if plans:
+            h.answer(plans[0], {0: NOT_LEADER})
+        if h.done:
+            break
+        h.advance(0.5)
+    ((b, _o, _t, error),) = h.done
+    assert b is batch and isinstance(error, NotLeaderOrFollower)
+    assert h.now - 100.0 >= 3.0
+
+
 def test_max_retries_exhausted_fails_with_the_broker_error() -> None:
     h = Harness(max_retries=2)
     batch = h.add(0, 1)
@@ -172,12 +206,12 @@ def test_max_retries_exhausted_fails_with_the_broker_error() -> None:
             h.advance(2.0)
             continue
         sends += 1
-        h.answer(plans[0], {0: NOT_LEADER})
+        h.answer(plans[0], {0: NOT_ENOUGH_REPLICAS})
     assert sends == 3
     assert h.engine.idle
     ((b, offset, _t, error),) = h.done
     assert b is batch and offset == -1
-    assert isinstance(error, NotLeaderOrFollower)
+    assert isinstance(error, NotEnoughReplicas)
 
 
 def test_non_retriable_error_fails_at_once() -> None:
@@ -277,11 +311,15 @@ def test_transport_error_marks_maybe_written_and_keeps_sequence() -> None:
 
 
 def test_unsent_transport_error_does_not_mark_maybe_written() -> None:
-    h = Harness(max_retries=0)
+    h = Harness(max_retries=0, delivery_timeout_s=1.0)
     batch = h.add(0, 1)
     h.engine.on_transport_error(h.only_plan(), KafkaConnectionError("refused"), h.now, sent=False)
-    assert batch.maybe_written is False
+    # Nothing left the machine: not written, and no attempt spent; it waits.
+    assert batch.maybe_written is False and h.done == [] and batch.attempts == 0
+    h.advance(1.5)
+    h.engine.on_transport_error(h.only_plan(), KafkaConnectionError("refused"), h.now, sent=False)
     assert len(h.done) == 1 and isinstance(h.done[0][3], KafkaConnectionError)
+    assert batch.maybe_written is False
 
 
 def test_idempotent_sequences_per_partition_survive_retries() -> None:
@@ -394,8 +432,8 @@ def test_in_flight_batch_behind_a_failed_one_survives_the_epoch_bump() -> None:
     assert h.done[-1][0] is later and h.done[-1][3] is None
 
 
-def test_no_leader_counts_attempts_and_fails_bounded() -> None:
-    h = Harness(max_retries=2, leaders={0: None})  # type: ignore[dict-item]
+def test_no_leader_waits_are_bounded_by_the_delivery_timeout() -> None:
+    h = Harness(max_retries=2, leaders={0: None}, delivery_timeout_s=12.0)  # type: ignore[dict-item]
     h.add(0, 1)
     for _ in range(10):
         assert h.plan() == []
