@@ -19,6 +19,7 @@ from grete.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    LeaderNotAvailable,
     UnknownTopicOrPartition,
     error_for_code,
 )
@@ -77,6 +78,51 @@ class Topic:
 
     def __repr__(self) -> str:
         return f"<Topic {self.name!r} partitions={len(self.partitions)}>"
+
+    def latest_available_offsets(self) -> dict[int, int]:
+        """Partition id -> the offset the next message will get (the end offset)."""
+        return self._list_offsets(-1)
+
+    def earliest_available_offsets(self) -> dict[int, int]:
+        """Partition id -> the first offset still in the log."""
+        return self._list_offsets(-2)
+
+    def _list_offsets(self, timestamp: int) -> dict[int, int]:
+        """One ListOffsets request per leader, sent together."""
+        by_leader: dict[int, list[int]] = {}
+        for p in self.partitions.values():
+            if p.leader is None:
+                raise LeaderNotAvailable(f"{self.name}/{p.id} has no leader")
+            by_leader.setdefault(p.leader.id, []).append(p.id)
+        network = self.cluster.network
+        pendings = [
+            network.send(
+                node,
+                m.LIST_OFFSETS,
+                {
+                    "replica_id": -1,
+                    "timeout_ms": int(network.config.request_timeout_s * 1000),
+                    "topics": [
+                        {
+                            "name": self.name,
+                            "partitions": [
+                                {"partition_index": i, "timestamp": timestamp} for i in ids
+                            ],
+                        }
+                    ],
+                },
+            )
+            for node, ids in by_leader.items()
+        ]
+        network.wait(pendings, network.config.request_timeout_s + 1.0)
+        out: dict[int, int] = {}
+        for pending in pendings:
+            for t in pending.result()["topics"]:
+                for p in t["partitions"]:
+                    if p["error_code"] != 0:
+                        raise error_for_code(p["error_code"], f"{self.name}/{p['partition_index']}")
+                    out[p["partition_index"]] = p["offset"]
+        return dict(sorted(out.items()))
 
     def get_sync_producer(self, **kwargs: Any) -> Producer:
         """A synchronous :class:`grete.Producer` for this topic."""
