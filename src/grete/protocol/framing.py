@@ -31,6 +31,9 @@ from grete.protocol.primitives import (
     Reader,
     encode_nullable_string,
 )
+from grete.protocol.produce_fast import MAX_VERSION as _PRODUCE_MAX
+from grete.protocol.produce_fast import MIN_VERSION as _PRODUCE_MIN
+from grete.protocol.produce_fast import encode_produce_into
 from grete.protocol.schema import Api
 
 __all__ = [
@@ -87,6 +90,9 @@ def response_header_version(api: Api, version: int) -> int:
     return 1 if api.is_flexible(version) else 0
 
 
+_PRODUCE_KEY = 0
+
+
 def _encode_frame(
     api: Api, version: int, correlation_id: int, client_id: str | None, body: Mapping[str, Any]
 ) -> bytes:
@@ -99,7 +105,10 @@ def _encode_frame(
     ]
     if api.is_flexible(version):
         parts.append(b"\x00")  # header tagged fields
-    api.encode_request_into(version, body, parts)
+    if api.key == _PRODUCE_KEY and _PRODUCE_MIN <= version <= _PRODUCE_MAX:
+        encode_produce_into(version, body, parts)  # the hot path, hand-written
+    else:
+        api.encode_request_into(version, body, parts)
     size = 0
     for part in parts:
         size += part.nbytes if isinstance(part, memoryview) else len(part)
