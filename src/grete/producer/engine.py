@@ -44,6 +44,8 @@ _RECORD_LIST_TOO_LARGE = 18
 _OUT_OF_ORDER_SEQUENCE = 45
 _DUPLICATE_SEQUENCE = 46
 _UNKNOWN_PRODUCER_ID = 59
+# REQUEST_TIMED_OUT and NOT_ENOUGH_REPLICAS_AFTER_APPEND: written on the leader.
+_APPENDED_CODES = (7, 20)
 
 _SEQUENCE_WRAP = 1 << 31
 
@@ -411,6 +413,10 @@ class ProduceEngine:
             return
         info = error_info(code)
         error = error_for_code(code, f"{where} {detail}".strip())
+        if code in _APPENDED_CODES:
+            # The leader appended the records but the replicas did not confirm
+            # in time: a later failure must say they may be in the log.
+            batch.maybe_written = True
         if info.invalid_metadata:
             # The leader moved: a matter of waiting for metadata, which is
             # bounded by the delivery timeout rather than by max_retries (a

@@ -544,3 +544,12 @@ def test_out_of_order_with_only_later_batches_in_flight_bumps_the_epoch() -> Non
     assert [b for b, *_ in h.done] == [first, second]
     assert all(e is None for *_, e in h.done)
     assert (first.base_sequence, second.base_sequence) == (0, 2)
+
+
+@pytest.mark.parametrize("code", [7, 20])
+def test_errors_after_append_mark_maybe_written(code: int) -> None:
+    h = Harness(max_retries=0)
+    batch = h.add(0, 1)
+    h.answer(h.only_plan(), {0: code})
+    ((b, _o, _t, error),) = h.done
+    assert b is batch and error is not None and batch.maybe_written is True
