@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint kafka bench bench-encode clean
+.PHONY: demo test unit lint docs kafka bench bench-encode clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks dev
 	$(BIN)/mypy
 
-# The whole suite: lint, unit tests, then integration tests on a 3-broker cluster.
-test: kafka lint
+# The documentation (HTML in docs/_build/html); any Sphinx warning fails the build.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+# The whole suite: lint, docs, unit tests, then integration tests on a 3-broker cluster.
+test: kafka lint docs
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
@@ -38,4 +42,4 @@ bench-encode: $(STAMP)
 	$(BIN)/python benchmarks/bench_encode.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist docs/_build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,15 +13,17 @@ that signature alike (the :data:`Partitioner` type).
 
 What is here, and whose behaviour it reproduces:
 
-======================== =====================================================
-:func:`random_partitioner` pykafka's default: a uniformly random partition, key ignored.
+============================== ===============================================
+:func:`random_partitioner`     pykafka's default: a uniformly random partition,
+                               key ignored.
 :class:`RoundRobinPartitioner` each partition in turn, key ignored.
-:class:`HashingPartitioner` keyed messages exactly where the Java client puts them:
-                         ``toPositive(murmur2(key)) % numPartitions``.
-:class:`StickyPartitioner` the Java client's default (KIP-480/KIP-794, simplified):
-                         keyed messages hashed as above, unkeyed ones stick to one
-                         partition until its batch is full, so batches fill up.
-======================== =====================================================
+:class:`HashingPartitioner`    keyed messages exactly where the Java client puts
+                               them: ``toPositive(murmur2(key)) % numPartitions``.
+:class:`StickyPartitioner`     the Java client's default (KIP-480/KIP-794,
+                               simplified): keyed messages hashed as above,
+                               unkeyed ones stick to one partition until its
+                               batch is full, so batches fill up.
+============================== ===============================================
 
 :class:`DefaultPartitioner` is :class:`StickyPartitioner`; the pykafka-compatible
 producer keeps :func:`random_partitioner` as its default instead.
