@@ -48,6 +48,9 @@ class Accumulator:
         self._on_new_batch = on_new_batch
         self._open: dict[int, ProducerBatch] = {}
         self._ready: list[ProducerBatch] = []
+        # The batch the last append() went into (its record is the last one):
+        # lets a front end point its delivery handle at the batch.
+        self.last: ProducerBatch | None = None
 
     def __len__(self) -> int:
         return len(self._open) + len(self._ready)
@@ -73,6 +76,7 @@ class Accumulator:
             closed = True
             batch = self._open[partition] = ProducerBatch(self.topic, partition, now)
         batch.append(key, value, headers, timestamp, handle, size)
+        self.last = batch
         if len(batch.values) >= self.max_records:
             self._close(partition, batch)
             closed = True

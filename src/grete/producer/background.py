@@ -40,6 +40,8 @@ _BATCH_OVERHEAD = 61
 Callback = Callable[["DeliveryFuture"], None]
 
 _time = time.time
+# What a future points at before produce() attaches it to its batch.
+_NO_BATCH = ProducerBatch("", -1, 0.0)
 _monotonic = time.monotonic
 
 # Senders of this process: a child after fork() has their state but not their
@@ -62,63 +64,75 @@ class DeliveryFuture:
     reading methods: ``done()``, ``result()``, ``exception()``, ``add_done_callback()``.
     """
 
-    __slots__ = ("_callbacks", "_error", "_maybe", "_result", "_sender", "_size", "key", "value")
+    __slots__ = ("_batch", "_callbacks", "_index", "_sender", "_size", "key", "value")
 
     def __init__(self, sender: _Sender, key: bytes | None, value: bytes | None, size: int) -> None:
         self._sender = sender
         self.key = key
         self.value = value
         self._size = size
-        self._maybe = False
-        self._result: DeliveryResult | None = None
-        self._error: KafkaError | None = None
         self._callbacks: list[Callback] | None = None
+        # Set by produce() right after the append: the future reads its
+        # outcome from its batch, so completing a batch costs nothing per
+        # message unless someone asked for a callback.
+        self._batch: ProducerBatch = _NO_BATCH
+        self._index = 0
+
+    def _moved(self, batch: ProducerBatch, index: int) -> None:
+        """The engine split our batch: follow the record to its new one."""
+        self._batch, self._index = batch, index
 
     def __repr__(self) -> str:
-        state = "pending" if not self.done() else (self._error or self._result)
-        return f"<DeliveryFuture {state}>"
+        outcome = self._batch.outcome
+        if outcome is None:
+            return "<DeliveryFuture pending>"
+        return f"<DeliveryFuture {outcome[2] or self.result()}>"
 
     def done(self) -> bool:
-        return self._result is not None or self._error is not None
+        return self._batch.outcome is not None
 
-    def _wait(self, timeout: float | None) -> None:
-        if self.done():
-            return
+    def _wait(self, timeout: float | None) -> tuple[int, int, KafkaError | None]:
+        outcome = self._batch.outcome
+        if outcome is not None:
+            return outcome
         cond = self._sender.done_cond
         deadline = None if timeout is None else time.monotonic() + timeout
         with cond:
-            while not self.done():
+            while (outcome := self._batch.outcome) is None:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise KafkaTimeoutError("delivery not reported within the timeout")
                 cond.wait(left)
+        return outcome
 
     def result(self, timeout: float | None = None) -> DeliveryResult:
-        self._wait(timeout)
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
+        base, append_time, error = self._wait(timeout)
+        if error is not None:
+            raise error
+        batch, i = self._batch, self._index
+        if append_time < 0:
+            append_time = batch.base_timestamp if batch.timestamps is None else batch.timestamps[i]
+        return DeliveryResult(batch.partition, base + i if base >= 0 else -1, append_time)
 
     def exception(self, timeout: float | None = None) -> KafkaError | None:
-        self._wait(timeout)
-        return self._error
+        return self._wait(timeout)[2]
 
     @property
     def maybe_written(self) -> bool:
         """For a failure: True when the message may still be in the log."""
-        return self._maybe
+        return self._batch.maybe_written
 
     def add_done_callback(self, fn: Callback) -> None:
         if not self.done():
-            # Under done_cond: the sender resolves a future before taking it
-            # and reads _callbacks after, so fn is either seen or called here.
+            # Under done_cond: the sender sets the outcome and reads the batch's
+            # notify flag under it, so fn is either seen there or called here.
             with self._sender.done_cond:
                 if not self.done():
                     if self._callbacks is None:
                         self._callbacks = [fn]
                     else:
                         self._callbacks.append(fn)
+                    self._batch.notify = True
                     return
         fn(self)
 
@@ -198,41 +212,36 @@ class _Sender:
     def batch_done(
         self, batch: ProducerBatch, base_offset: int, append_time: int, error: KafkaError | None
     ) -> None:
-        """Resolve every future of ``batch`` (called on the sender thread)."""
-        futures: Sequence[DeliveryFuture] = batch.handles  # type: ignore[assignment]
-        p = batch.partition
+        """Complete ``batch`` (called on the sender thread). Futures read the
+        outcome from the batch: nothing per message here unless a callback
+        or delivery reports want it."""
+        n = len(batch.values)
         if error is not None:
-            for f in futures:
-                f._maybe = batch.maybe_written
-                f._error = error
-            self.metrics.errors += len(futures)
+            self.metrics.errors += n
         else:
-            stamps = batch.timestamps or [batch.base_timestamp] * len(futures)
-            for n, (f, ts) in enumerate(zip(futures, stamps, strict=True)):
-                f._result = DeliveryResult(
-                    p,
-                    base_offset + n if base_offset >= 0 else -1,
-                    append_time if append_time >= 0 else ts,
-                )
-            self.metrics.messages_sent += len(futures)
+            self.metrics.messages_sent += n
             self.metrics.bytes_sent += batch.size
             self.metrics.batches += 1
         with self.done_cond:
+            batch.outcome = (base_offset, append_time, error)
+            notify = batch.notify
             self.done_cond.notify_all()
-        for f in futures:
-            if f._callbacks:
-                for fn in f._callbacks:
-                    try:
-                        fn(f)
-                    except Exception:
-                        log.exception("delivery callback raised")
+        futures: Sequence[DeliveryFuture] = batch.handles  # type: ignore[assignment]
+        if notify:
+            for f in futures:
+                if f._callbacks:
+                    for fn in f._callbacks:
+                        try:
+                            fn(f)
+                        except Exception:
+                            log.exception("delivery callback raised")
         if self.reports is not None:
             for f in futures:
-                self.reports.put((f, f._error))
+                self.reports.put((f, error))
             with self.lock:
-                self.unresolved -= len(futures)
+                self.unresolved -= n
         else:
-            self._release(len(futures), batch.size, resolved=len(futures))
+            self._release(n, batch.size, resolved=n)
         with self.done_cond:  # flush() waits for callbacks too
             self.done_cond.notify_all()
 
@@ -431,8 +440,6 @@ class BackgroundProducer:
         else:
             pid = self._partitioner(self._partition_list(), k).id
         future = DeliveryFuture(sender, k, v, size)
-        if callback is not None:
-            future._callbacks = [callback]
         with sender.lock:
             if (
                 sender.queued_messages >= self._max_queued_messages
@@ -444,7 +451,15 @@ class BackgroundProducer:
             sender.queued_messages += 1
             sender.queued_bytes += size
             sender.unresolved += 1
-            full = self._acc.append(pid, k, v, h, ts, future, size, _monotonic())
+            acc = self._acc
+            full = acc.append(pid, k, v, h, ts, future, size, _monotonic())
+            batch = acc.last
+            assert batch is not None
+            future._batch = batch
+            future._index = len(batch.values) - 1
+            if callback is not None:
+                future._callbacks = [callback]
+                batch.notify = True
         if full:
             sender.network.wakeup()
         return future

@@ -33,7 +33,9 @@ class ProducerBatch:
         "headers",
         "keys",
         "maybe_written",
+        "notify",
         "order",
+        "outcome",
         "partition",
         "retry_at",
         "size",
@@ -63,6 +65,10 @@ class ProducerBatch:
         # True once a send's outcome was unknown (connection lost, timeout):
         # the broker may hold these records even if the batch later fails.
         self.maybe_written = False
+        # Set once, when the batch is done: (base_offset, append_time, error).
+        self.outcome: tuple[int, int, Any] | None = None
+        # A front end's flag: some handle of this batch wants a callback.
+        self.notify = False
         # Place in the partition's send order, set by the engine. A tuple so
         # that the halves of a split batch sort between their neighbours:
         # (5,) < (5, 0) < (5, 1) < (6,).
@@ -152,6 +158,11 @@ class ProducerBatch:
             b.size = self.size * (hi - lo) // max(1, len(self.values))
             b.attempts = self.attempts
             b.maybe_written = self.maybe_written
+            b.notify = self.notify
             b.order = (*self.order, len(parts))
+            for i, handle in enumerate(b.handles):
+                moved = getattr(handle, "_moved", None)
+                if moved is not None:  # a handle that points at its batch
+                    moved(b, i)
             parts.append(b)
         return parts[0], parts[1]
