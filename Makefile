@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 kafka: $(STAMP)
 	$(BIN)/python -c "from grete.testing.jars import ensure_kafka_jars; print(ensure_kafka_jars())"
 
-# The main job: one local broker, a real produce run through grete, then stop.
+# The main job: one local broker, a real produce run through the grete CLI
+# (grete produce, grete metadata, grete perf as subprocesses), then stop.
 demo: kafka
 	$(BIN)/python dev/demo.py
 

@@ -1,31 +1,40 @@
 """The main job of `make demo`: a local Kafka broker and a real produce run.
 
 Starts one KRaft broker from Maven Central's jars, talks to it through grete's
-own code (ApiVersions, Metadata), produces messages with the synchronous
-producer, checks the end offsets with ListOffsets, prints what happened and
-stops the broker.
+own code (ApiVersions, Metadata), then does what a user would: pipes generated
+lines into the ``grete produce`` command line (a real subprocess), looks at the
+result with ``grete metadata``, checks the end offsets, and stops the broker.
 """
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
 import time
 
 from grete.client import KafkaClient
-from grete.partitioners import hashing_partitioner
-from grete.producer import Message, Producer
 from grete.protocol import messages as m
 from grete.testing.cluster import KafkaCluster
 
 N = 100_000
+TOPIC = "grete-demo"
+# The same interpreter (the project's venv): `python -m grete` is the `grete` script.
+GRETE = [sys.executable, "-m", "grete"]
+
+
+def show(argv: list[str], stdin_note: str = "") -> None:
+    shown = " ".join(["grete", *map(shlex.quote, argv[len(GRETE) :])])
+    print(f"\n$ {stdin_note}{shown}", flush=True)
 
 
 def main() -> int:
     print("starting a one-broker Kafka (KRaft) on 127.0.0.1 ...", flush=True)
     with KafkaCluster(1) as cluster:
-        print(f"  broker up in {cluster.start_seconds:.1f}s at {cluster.bootstrap_servers}")
-        cluster.create_topic("grete-demo", partitions=3, replication_factor=1)
-        with KafkaClient(cluster.bootstrap_servers, client_id="grete-demo") as client:
+        bootstrap = cluster.bootstrap_servers
+        print(f"  broker up in {cluster.start_seconds:.1f}s at {bootstrap}")
+        cluster.create_topic(TOPIC, partitions=3, replication_factor=1)
+        with KafkaClient(bootstrap, client_id="grete-demo") as client:
             node = next(iter(client.brokers))
             conn = client._network.connection(node)
             print(f"\nbroker {node} speaks {len(conn.api_versions)} APIs, among them:")
@@ -33,49 +42,64 @@ def main() -> int:
                 lo, hi = conn.api_versions[api.key]
                 print(f"  {api.name:<16} v{lo}-v{hi}  (grete uses v{conn.version(api)})")
             print(f"\ntopics: {sorted(client.topics)}")
-            topic = client.topics["grete-demo"]
-            producer = Producer(
-                client.cluster,
-                topic,
-                partitioner=hashing_partitioner,
-                required_acks=-1,
-                batch_size=1000,
-            )
-            messages = [(b"user-%d" % (i % 1000), b"event %d" % i) for i in range(N)]
-            messages.append(Message(b"with headers", key=b"k", headers={"source": b"demo"}))
+
+            # "user-<n>:event <i>" lines, keyed by user: what `seq | awk` would make.
+            lines = b"".join(b"user-%d:event %d\n" % (i % 1000, i) for i in range(N))
+            produce = [
+                *GRETE,
+                "produce",
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                TOPIC,
+                "--parse-key",
+                "--key-separator",
+                ":",
+                "--header",
+                "source=demo",
+                # The demo's output may be captured (CI, a log): show progress anyway.
+                "--progress",
+            ]
+            show(produce, f"<{N:,} lines 'user-<n>:event <i>'> | ")
             t0 = time.perf_counter()
-            results = producer.produce(messages)
-            elapsed = time.perf_counter() - t0
-            print(
-                f"\nproduced {len(results):,} messages (acks=all, idempotent) "
-                f"in {elapsed:.2f}s: {len(results) / elapsed:,.0f} msgs/s"
+            # stderr (progress and summary) goes straight to ours.
+            done = subprocess.run(produce, input=lines, timeout=300)
+            print(f"(exit status {done.returncode}, {time.perf_counter() - t0:.1f}s wall)")
+
+            metadata = [*GRETE, "metadata", "--bootstrap-server", bootstrap, "--topic", TOPIC]
+            show(metadata)
+            shown = subprocess.run(metadata, timeout=60)
+
+            perf = [
+                *GRETE,
+                "perf",
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                TOPIC,
+                "--num-records",
+                "50000",
+                "--record-size",
+                "100",
+                "--print-interval-ms",
+                "1000",
+            ]
+            show(perf)
+            timed = subprocess.run(perf, timeout=300)
+
+            # Independent check, through the library: the log holds every line
+            # of the produce run plus the perf run's records.
+            client.update_cluster()
+            ends = client.topics[TOPIC].latest_available_offsets()
+            total = sum(ends.values())
+            ok = (
+                done.returncode == 0
+                and shown.returncode == 0
+                and timed.returncode == 0
+                and total == N + 50_000
             )
-            counts: dict[int, int] = {}
-            for r in results:
-                counts[r.partition] = counts.get(r.partition, 0) + 1
-            body = client._network.request(
-                node,
-                m.LIST_OFFSETS,
-                {
-                    "replica_id": -1,
-                    "topics": [
-                        {
-                            "name": topic.name,
-                            "partitions": [
-                                {"partition_index": p, "timestamp": -1}
-                                for p in sorted(topic.partitions)
-                            ],
-                        }
-                    ],
-                },
-            )
-            print("per partition: acknowledged / end offset from ListOffsets")
-            ok = True
-            for p in body["topics"][0]["partitions"]:
-                pid, end = p["partition_index"], p["offset"]
-                print(f"  partition {pid}: {counts.get(pid, 0):>7,} / {end:>7,}")
-                ok = ok and counts.get(pid, 0) == end
-            print("\nOK: every acknowledged message is in the log" if ok else "\nMISMATCH")
+            print(f"\nend offsets {ends}: {total:,} messages in the log, expected {N + 50_000:,}")
+            print("OK: every acknowledged message is in the log" if ok else "MISMATCH")
     print("broker stopped")
     return 0 if ok else 1
 
