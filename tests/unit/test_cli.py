@@ -515,3 +515,29 @@ def test_command_config_file_errors_exit_2(tmp_path: Path) -> None:
     assert proc.stderr.startswith("grete: error: sasl.mechanism=OAUTHBEARER")
     proc = run_cli("topics", "--command-config", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "missing" in proc.stderr
+
+
+def test_kafka_tool_spellings() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        ["produce", "--topic", "t", "--compression-codec", "gzip", "--request-required-acks", "1"]
+    )
+    assert (args.compression, args.acks) == ("gzip", "1")
+    perf = parser.parse_args(
+        [
+            *("perf", "--topic", "t", "--num-records", "1", "--record-size", "1"),
+            *("--producer-props", "acks=1", "linger.ms=2"),
+        ]
+    )
+    assert perf.producer_props == ["acks=1", "linger.ms=2"]
+
+
+def test_perf_producer_props_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            *("perf", "--bootstrap-server", f"127.0.0.1:{closed_port()}", "--topic", "t"),
+            *("--num-records", "1", "--record-size", "1", "--producer-props", "lingr.ms=2"),
+        ]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.startswith("grete: error: --producer-property lingr.ms")

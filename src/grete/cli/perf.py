@@ -58,6 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="how often to print a progress line (default 5000, as Kafka's tool)",
     )
+    p.add_argument(
+        "--producer-props",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="kafka-producer-perf-test's spelling of --producer-property (several at once)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object at the end only")
     p.add_argument(
         "--sync",
@@ -211,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_interval_ms < 1:
         raise UsageError("--print-interval-ms must be at least 1")
     payloads = _payloads(args)
+    args.producer_property = [
+        *(getattr(args, "producer_property", None) or []),
+        *args.producer_props,
+    ]
     args.flag_properties = flag_properties(args)
     client, settings = make_client(args)
     with client:

@@ -75,13 +75,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a header added to every message (repeatable)",
     )
+    # Second spellings: kafka-console-producer's own flag names.
     p.add_argument(
         "--compression",
+        "--compression-codec",
         choices=["none", "gzip", "snappy", "lz4", "zstd"],
         help="compression.type (default none)",
     )
     p.add_argument(
         "--acks",
+        "--request-required-acks",
         choices=["0", "1", "-1", "all"],
         help="acks (default all: every in-sync replica, idempotent)",
     )
