@@ -143,6 +143,11 @@ class ProducerBatch:
             self._encoded_for = identity
         return self._encoded
 
+    def release_encoding(self) -> None:
+        """Drop the encoded bytes: results may outlive the batch's sending."""
+        self._encoded = None
+        self._encoded_for = None
+
     def split(self) -> tuple[ProducerBatch, ProducerBatch]:
         """Two halves, in order, for a batch the broker found too large."""
         half = len(self.values) // 2

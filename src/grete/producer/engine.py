@@ -185,6 +185,7 @@ class ProduceEngine:
     def _finish(
         self, batch: ProducerBatch, offset: int, append_time: int, error: KafkaError | None
     ) -> None:
+        batch.release_encoding()  # a finished batch is never sent again
         self.on_done(batch, offset, append_time, error)
 
     def fail_all(self, error: KafkaError) -> None:
