@@ -21,11 +21,14 @@ pytestmark = pytest.mark.integration
 Consumed = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
+GRETE = [sys.executable, "-m", "grete"]
+
+
 def run_cli(
     *args: str, stdin: bytes = b"", timeout: float = 180
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "grete", *args],
+        [*GRETE, *args],
         input=stdin,
         capture_output=True,
         timeout=timeout,
@@ -383,3 +386,76 @@ def test_producer_config_refused_by_the_producer_is_a_usage_error(
     )
     assert proc.returncode == 2
     assert proc.stderr.decode().startswith("grete: error: max_in_flight")
+
+
+def test_progress_by_default_only_on_a_terminal(kafka_bootstrap: str, topic: str) -> None:
+    import os
+    import pty
+    import threading
+
+    # stderr is a terminal here (a pty): the progress line appears unasked.
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        # Read while the process writes, so a full pty buffer never blocks it;
+        # ends at EOF (EIO once every writer has closed the pty).
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(
+            [*GRETE, "produce", "--bootstrap-server", kafka_bootstrap, "--topic", topic],
+            input=lines(200),
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=120,
+        )
+    finally:
+        os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    err = b"".join(chunks).decode()
+    assert proc.returncode == 0, err
+    assert "\r200 read, 200 acknowledged, 0 failed" in err
+    assert "200 of 200 messages acknowledged" in err
+
+    quiet = run_cli(
+        "produce",
+        "--bootstrap-server",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--no-progress",
+        stdin=lines(10),
+    )
+    assert quiet.returncode == 0 and b"\r" not in quiet.stderr
+
+
+def test_interrupt_prints_the_summary(kafka_bootstrap: str, topic: str) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [*GRETE, "produce", "--bootstrap-server", kafka_bootstrap, "--topic", topic],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"a\nb\nc\n")
+    proc.stdin.flush()
+    # Wait (bounded) until the three lines are in the log, then Ctrl-C.
+    assert len(consume(kafka_bootstrap, topic, 3)) == 3
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    text = err.decode()
+    assert "interrupted: 3 of 3 messages acknowledged" in text
+    assert "Traceback" not in text
