@@ -33,13 +33,18 @@ class KafkaClient:
     :param connect_timeout_ms: bound on connect + TLS + SASL handshake (default 10 s).
     :param ssl: ``True`` for TLS with the system trust store, or an ``ssl.SSLContext``;
         implied by any ``ssl_*`` path. Hostname verification is on by default.
-    :param ssl_cafile: CA bundle to trust. ``ssl_certfile``/``ssl_keyfile``: client
-        certificate for mutual TLS.
+    :param ssl_cafile: CA bundle to trust (PEM).
+    :param ssl_certfile: client certificate (PEM) for mutual TLS.
+    :param ssl_keyfile: its private key, when not in ``ssl_certfile``.
+    :param ssl_password: the private key's password.
+    :param ssl_check_hostname: verify the broker's hostname (the chain is
+        verified either way).
     :param sasl: a :class:`~grete.security.SaslPlain`, :class:`~grete.security.SaslScram`
         or :class:`~grete.security.SaslOAuthBearer`.
     :param metadata_max_age_ms: refresh metadata at least this often (default 5 min).
-    :param reconnect_backoff_ms / reconnect_backoff_max_ms: exponential reconnect
-        backoff with jitter, per broker (defaults 50 ms, 1 s).
+    :param reconnect_backoff_ms: first reconnect backoff per broker (default
+        50 ms), doubling with jitter after each failure...
+    :param reconnect_backoff_max_ms: ...up to this (default 1 s).
     :param allow_auto_create_topics: ask brokers that auto-create topics to do so
         when an unknown topic is looked up (default True, as the Java client).
     """

@@ -264,15 +264,17 @@ class BackgroundProducer:
     :param required_acks: -1 by default (as Kafka 4's Java client), idempotent.
     :param linger_ms: how long a batch may wait to fill up.
     :param batch_size: the most messages per batch; ``max_batch_bytes`` the most bytes.
-    :param max_queued_messages / max_buffer_bytes: bound on messages not yet
-        reported (acknowledged, failed, or, with ``delivery_reports``, read).
+    :param max_queued_messages: bound on messages not yet reported
+        (acknowledged, failed, or, with ``delivery_reports``, read)...
+    :param max_buffer_bytes: ...and on their bytes.
     :param block_on_queue_full: block ``produce()`` up to ``queue_full_timeout_ms``
         when the bound is reached (then raise), or raise at once.
     :param delivery_timeout_ms: the most time from ``produce()`` to a report.
     :param delivery_reports: keep a queue of ``(future, error)`` for
         :meth:`get_delivery_report` (pykafka's style); its entries count
         against ``max_queued_messages`` until read.
-    :param serializer / key_serializer: turn non-bytes values and keys into bytes.
+    :param serializer: turns non-bytes values into bytes.
+    :param key_serializer: turns non-bytes keys into bytes.
     """
 
     def __init__(
