@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# A sibling module: the script's own directory is on sys.path, for children too.
+import _latency
+
 MiB = 1024 * 1024
 
 # ---------------------------------------------------------------------------- cases
@@ -82,6 +85,7 @@ CASES: dict[str, Case] = {
 CLIENTS = (
     "grete-b200",
     "grete-b2000",
+    "grete-bg",
     "confluent",
     "aiokafka",
     "aiokafka-batch",
@@ -242,6 +246,47 @@ def run_grete(
         producer.close()
         # offset -1 is legal only for acks=0; at acks>=1 every message must have one.
         acked = sum(1 for r in results if r is not None and r.offset >= 0)
+        return Outcome(acked=acked, error=error)
+    finally:
+        client.close()
+
+
+def run_grete_bg(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    """grete's BackgroundProducer used like confluent-kafka: produce() per message, flush()."""
+    from grete import BackgroundProducer, KafkaClient
+    from grete.protocol.compression import CompressionType
+
+    client = KafkaClient(spec["bootstrap"])
+    try:
+        producer = BackgroundProducer(
+            client.cluster,
+            client.topics[spec["topic"]],
+            required_acks=case.acks,
+            compression=CompressionType[case.compression.upper()],
+            linger_ms=5,
+            batch_size=10_000,
+            # The default partitioner: murmur2 for keys (as Java), sticky without.
+            partitioner=None,
+        )
+        produce = producer.produce
+        timer.start()
+        # Futures rather than callbacks: a callback makes grete visit every message
+        # when its batch completes, which an application counting futures avoids.
+        if keys:
+            futures = [produce(v, partition_key=keys[i]) for i, v in enumerate(values)]
+        else:
+            futures = [produce(v) for v in values]
+        remaining = producer.flush(spec["timeout"])
+        timer.stop()
+        producer.close(10)
+        # done() first: exception() on a still-pending future would wait for it.
+        acked = sum(1 for f in futures if f.done() and f.exception() is None)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        error = repr(failed.exception()) if failed is not None else None
+        if remaining and error is None:
+            error = f"{remaining} message(s) unreported after flush"
         return Outcome(acked=acked, error=error)
     finally:
         client.close()
@@ -432,6 +477,7 @@ RUNNERS: dict[
     str, Callable[[dict[str, Any], Case, list[bytes], list[bytes] | None, Timer], Outcome]
 ] = {
     "grete": run_grete,
+    "grete-bg": run_grete_bg,
     "confluent": run_confluent,
     "aiokafka": run_aiokafka,
     "aiokafka-batch": run_aiokafka_batch,
@@ -443,6 +489,14 @@ def child_main(spec: dict[str, Any]) -> None:
     case = Case(**spec["case"])
     # Same seed for every client: they all send byte-identical data.
     values = make_values(case, spec["seed"])
+    if spec.get("section") == "latency":
+        try:
+            res = _latency.RUNNERS[spec["runner"]](spec, values)
+        except Exception as exc:  # the parent reports it as FAILED
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        res["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps(res), flush=True)
+        return
     keys = make_keys(case, spec["seed"]) if case.key_size else None
     timer = Timer(spec.get("profile"))
     runner = RUNNERS[spec["runner"]]
@@ -551,6 +605,26 @@ def java_argv(
     return argv
 
 
+@dataclass
+class LatRow:
+    case: str
+    client: str
+    rate: float | None = None
+    p50: float | None = None
+    p99: float | None = None
+    worst: float | None = None
+    peak_rss: int | None = None
+    note: str = ""
+
+
+LATENCY_CLIENTS = ("grete-bg", "confluent", "aiokafka")
+
+
+def latency_cases(rate: int, seconds: float) -> dict[str, Case]:
+    n = max(1, int(rate * seconds))
+    return {c.name: c for c in (Case("lat-acks1", n, 100), Case("lat-acksall", n, 100, acks=-1))}
+
+
 class Bench:
     def __init__(
         self, args: argparse.Namespace, bootstrap: str, brokers: int, jars: Path | None
@@ -627,7 +701,7 @@ class Bench:
                 payload_file.write_bytes(b"\n".join(make_values(case, self.args.seed, 10_000)))
             argv = java_argv(self.jars, case, self.bootstrap, topic, payload_file)
         else:
-            runner = "grete" if client.startswith("grete") else client
+            runner = "grete" if client.startswith("grete-b2") else client
             spec: dict[str, Any] = {
                 "runner": runner,
                 "bootstrap": self.bootstrap,
@@ -676,6 +750,50 @@ class Bench:
         row.note = "ok"
         return row
 
+    def run_latency(self, case: Case, client: str) -> LatRow:
+        row = LatRow(case.name, client)
+        topic = self.fresh_topic(case, client)
+        spec: dict[str, Any] = {
+            "section": "latency",
+            "runner": client,
+            "bootstrap": self.bootstrap,
+            "topic": topic,
+            "case": case.__dict__,
+            "seed": self.args.seed,
+            "timeout": self.args.timeout,
+            "acks": case.acks,
+            "compression": case.compression,
+            "linger_ms": 5,
+            "rate": self.args.rate,
+        }
+        argv = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+        # The child gives up on its own after 3x the planned time; this is the backstop.
+        limit = self.args.timeout + 3 * case.n / self.args.rate
+        rc, out, err, maxrss, timed_out = run_child(argv, limit)
+        row.peak_rss = maxrss
+        if timed_out:
+            row.note = f"FAILED: timeout after {limit:.0f}s"
+            return row
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if rc != 0 or not lines:
+            row.note = f"FAILED: rc={rc} {last_line(err or out)}"
+            return row
+        res = json.loads(lines[-1])
+        samples, error = res.get("samples", 0), res.get("error")
+        if samples != case.n or error:
+            row.note = f"FAILED: {samples:,}/{case.n:,} acked" + (
+                f"; {error[:120]}" if error else ""
+            )
+            return row
+        problem = self.verify_log(topic, case.n + res.get("warmup", 0))
+        if problem:
+            row.note = f"FAILED: {problem}"
+            return row
+        row.rate, row.p50, row.p99 = res["rate"], res["p50_ms"], res["p99_ms"]
+        row.worst = res["max_ms"]
+        row.note = "ok"
+        return row
+
 
 def last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -704,6 +822,29 @@ def table(rows: list[Row], cases: dict[str, Case]) -> str:
             f"| {label} | {r.client} | "
             + " | ".join(speed)
             + f" | {fmt_mib(r.peak_rss)} | {fmt_mib(r.base_rss)} | {r.note} |"
+        )
+    return "\n".join(out)
+
+
+def latency_table(rows: list[LatRow], cases: dict[str, Case], rate: int) -> str:
+    out = [
+        "| case | client | target msgs/s | achieved msgs/s | p50 ms | p99 ms | max ms "
+        "| peak RSS MiB | result |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    last = ""
+    for r in rows:
+        label = f"{r.case}: {cases[r.case].describe()}" if r.case != last else ""
+        last = r.case
+        nums = (
+            [f"{r.rate:,.0f}", f"{r.p50:.1f}", f"{r.p99:.1f}", f"{r.worst:.1f}"]
+            if r.note == "ok" and r.rate and r.p50 is not None
+            else ["-"] * 4
+        )
+        out.append(
+            f"| {label} | {r.client} | {rate:,} | "
+            + " | ".join(nums)
+            + f" | {fmt_mib(r.peak_rss)} | {r.note} |"
         )
     return "\n".join(out)
 
@@ -746,13 +887,31 @@ def main() -> None:
     ap.add_argument(
         "--brokers", type=int, choices=(1, 3), default=3, help="brokers to start (no --bootstrap)"
     )
-    ap.add_argument("--quick", action="store_true", help="10x fewer messages: a smoke run")
+    ap.add_argument(
+        "--sections",
+        default="throughput,latency",
+        help="comma list of throughput, latency",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 10x fewer messages, 2 s latency runs",
+    )
     ap.add_argument(
         "--clients",
         default=",".join(CLIENTS),
-        help=f"comma list of {', '.join(CLIENTS)} (grete = both)",
+        help=f"comma list of {', '.join(CLIENTS)} (grete = every grete-*)",
     )
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
+    ap.add_argument(
+        "--latency-clients",
+        default=",".join(LATENCY_CLIENTS),
+        help=f"comma list of {', '.join(LATENCY_CLIENTS)}",
+    )
+    ap.add_argument("--rate", type=int, default=10_000, help="latency section: msgs/s to send")
+    ap.add_argument(
+        "--duration", type=float, help="latency section: seconds per run (10; 2 with --quick)"
+    )
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per client run")
     ap.add_argument("--seed", type=int, default=20240601)
@@ -763,10 +922,19 @@ def main() -> None:
         child_main(json.loads(args.child))
         return
 
-    clients = select(args.clients, CLIENTS)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    for s in sections:
+        if s not in ("throughput", "latency"):
+            raise SystemExit(f"unknown section {s!r}; choose from throughput, latency")
+    clients = select(args.clients, CLIENTS) if "throughput" in sections else []
     cases = {name: CASES[name] for name in select(args.cases, list(CASES))}
     if args.quick:
         cases = {k: Case(**{**c.__dict__, "n": c.n // 10}) for k, c in cases.items()}
+    if "throughput" not in sections:
+        cases = {}
+    lat_clients = select(args.latency_clients, LATENCY_CLIENTS) if "latency" in sections else []
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
+    lat_cases = latency_cases(args.rate, duration) if lat_clients else {}
 
     jars: Path | None = None
     if "java" in clients:
@@ -806,25 +974,45 @@ def main() -> None:
                     file=sys.stderr,
                     flush=True,
                 )
+        lat_rows: list[LatRow] = []
+        for case in lat_cases.values():
+            for client in lat_clients:
+                # One run each: a latency run is long and its percentiles already
+                # summarise many samples; best-of would hide the disturbances it measures.
+                lrow = bench.run_latency(case, client)
+                lat_rows.append(lrow)
+                p99 = f"p99 {lrow.p99:.1f} ms" if lrow.p99 is not None else ""
+                print(
+                    f"  {case.name:11} {client:12} {p99:>16}  {lrow.note}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         shutil.rmtree(bench.tmp, ignore_errors=True)
     finally:
         if cluster is not None:
             cluster.close()
 
-    print(
-        f"## Produce throughput ({brokers} broker{'s' if brokers > 1 else ''}, "
-        f"{args.partitions} partitions, replication factor {min(3, brokers)}"
-        f"{', quick run' if args.quick else ''})\n"
+    setup = (
+        f"{brokers} broker{'s' if brokers > 1 else ''}, {args.partitions} partitions, "
+        f"replication factor {min(3, brokers)}{', quick run' if args.quick else ''}"
     )
     # Other processes' CPU use skews every number; say how busy the machine was.
-    print(
-        f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end"
-        f"{f', best of {args.repeat}' if args.repeat > 1 else ''}  "
-    )
+    print(f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end  ")
     for line in environment():
         print(f"{line}  ")
-    print()
-    print(table(rows, cases))
+    if rows:
+        print(f"\n## Produce throughput ({setup})\n")
+        if args.repeat > 1:
+            print(f"best of {args.repeat}\n")
+        print(table(rows, cases))
+    if lat_rows:
+        print(f"\n## Produce-to-acknowledgement latency ({setup})\n")
+        print(
+            f"{args.rate:,} msgs/s for {duration:g} s, linger 5 ms; time from the produce "
+            "call to the delivery callback (grete-bg: callback=, confluent: on_delivery "
+            "served by poll(), aiokafka: future done-callback).\n"
+        )
+        print(latency_table(lat_rows, lat_cases, args.rate))
 
 
 if __name__ == "__main__":
