@@ -120,7 +120,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-progress",
         dest="progress",
         action="store_false",
-        help="no progress line (default when stderr is not a terminal)",
+        help="no progress line (the default unless stderr is a terminal, and lines "
+        "do not come from one)",
     )
 
 
@@ -222,6 +223,13 @@ class _NoProgress:
         return None
 
 
+def _stdin_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _lines(paths: list[str]) -> Iterator[bytes]:
     """Input lines as bytes, without their line end (``\\n`` or ``\\r\\n``,
     as Java's readLine); bounded by the input itself."""
@@ -303,7 +311,10 @@ def run(args: argparse.Namespace) -> int:
     reader = LineReader(args)
     headers = _headers(args.header)
     args.flag_properties = flag_properties(args)
-    show = args.progress if args.progress is not None else stderr_is_tty()
+    # By default only on a terminal, and not while a person types the lines
+    # there: the progress line would overwrite what they type.
+    typing = (not args.files or "-" in args.files) and _stdin_tty()
+    show = args.progress if args.progress is not None else stderr_is_tty() and not typing
     client, settings = make_client(args)
     with client:
         topic = client.topics[args.topic]
