@@ -449,7 +449,8 @@ def _summary(topic: str, stats: Stats, interrupted: bool) -> None:
     for pid in sorted(stats.partitions):
         count, last = stats.partitions[pid]
         where = f"last offset {last:,}" if last >= 0 else "offsets not reported (acks=0)"
-        err.write(f"  partition {pid}: {count:,} messages, {where}\n")
+        plural = "" if count == 1 else "s"
+        err.write(f"  partition {pid}: {count:,} message{plural}, {where}\n")
     if not stats.reasons:
         err.write("  errors: none\n")
     else:
