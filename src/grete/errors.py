@@ -34,6 +34,11 @@ class KafkaConnectionError(KafkaError):
     retriable = True
 
 
+class StillConnecting(KafkaConnectionError):
+    """A broker's connection handshake is still running; try again shortly.
+    (Raised only where the caller asked not to wait for it.)"""
+
+
 class KafkaTimeoutError(KafkaError, TimeoutError):
     """A bounded wait ran out."""
 

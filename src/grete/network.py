@@ -21,7 +21,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from grete.connection import BrokerConnection, ConnectionConfig, Pending
-from grete.errors import AuthenticationError, KafkaConnectionError, KafkaError, KafkaTimeoutError
+from grete.errors import (
+    AuthenticationError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    StillConnecting,
+)
 from grete.protocol.framing import Request
 from grete.protocol.schema import Api
 
@@ -53,13 +59,25 @@ def parse_hosts(hosts: str | Iterable[str]) -> list[Address]:
 
 
 class _Backoff:
-    """Exponential reconnect backoff with full jitter, per address."""
+    """Exponential reconnect backoff with jitter, per address."""
 
-    __slots__ = ("failures", "not_before")
+    __slots__ = ("failures", "last_error", "not_before")
 
     def __init__(self) -> None:
         self.failures = 0
         self.not_before = 0.0
+        self.last_error = ""
+
+
+class _Connecting:
+    """One connect attempt in flight on its own thread."""
+
+    __slots__ = ("conn", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.conn: BrokerConnection | None = None
+        self.error: KafkaError | None = None
 
 
 class Network:
@@ -79,6 +97,8 @@ class Network:
         self._addresses: dict[int, Address] = {}
         self._conns: dict[int, BrokerConnection] = {}
         self._backoff: dict[Address, _Backoff] = {}
+        self._connecting: dict[int, _Connecting] = {}
+        self._auth_errors: dict[int, KafkaError] = {}
         self._backoff_base = reconnect_backoff_s
         self._backoff_max = reconnect_backoff_max_s
         self._selector = selectors.DefaultSelector()
@@ -117,9 +137,16 @@ class Network:
 
     # -- connections -------------------------------------------------------
 
-    def connection(self, node_id: int) -> BrokerConnection:
-        """A ready connection to ``node_id`` (bootstrap hosts are -1, -2, ...),
-        connecting if needed. Raises at once while the broker is backing off."""
+    def connection(self, node_id: int, *, wait: bool = True) -> BrokerConnection:
+        """A ready connection to ``node_id`` (bootstrap hosts are -1, -2, ...).
+
+        Connecting (TCP, TLS, ApiVersions, SASL) happens on a short-lived
+        thread of its own, so a slow or dead broker never holds up traffic to
+        the others. ``wait=False`` raises :class:`StillConnecting` at once while
+        the handshake runs; ``wait=True`` waits for it (bounded by the connect
+        timeout). Raises at once while the broker is backing off. Never call
+        with ``wait=True`` while holding :attr:`lock`.
+        """
         with self.lock:
             if self._closed:
                 raise KafkaConnectionError("client is closed")
@@ -127,25 +154,71 @@ class Network:
             if conn is not None and conn.connected:
                 return conn
             host, port = self.address(node_id)
+            auth_error = self._auth_errors.pop(node_id, None)
+            if auth_error is not None:
+                raise auth_error
+            attempt = self._connecting.get(node_id)
+            if attempt is None:
+                backoff = self._backoff.setdefault((host, port), _Backoff())
+                if time.monotonic() < backoff.not_before:
+                    raise KafkaConnectionError(
+                        f"broker {host}:{port} is backing off after {backoff.failures} "
+                        f"failure(s): {backoff.last_error}"
+                    )
+                attempt = self._connecting[node_id] = _Connecting()
+                threading.Thread(
+                    target=self._connect,
+                    args=(node_id, host, port, attempt),
+                    name=f"grete-connect-{host}:{port}",
+                    daemon=True,
+                ).start()
+        if not wait:
+            raise StillConnecting(f"still connecting to {host}:{port}")
+        if not attempt.done.wait(self.config.connect_timeout_s + 1.0):
+            raise KafkaTimeoutError(f"connecting to {host}:{port} timed out")
+        if attempt.error is not None:
+            if isinstance(attempt.error, AuthenticationError):
+                with self.lock:
+                    self._auth_errors.pop(node_id, None)  # reported here, not twice
+            raise attempt.error
+        assert attempt.conn is not None
+        return attempt.conn
+
+    def _connect(self, node_id: int, host: str, port: int, attempt: _Connecting) -> None:
+        """The connect thread: handshake, then install the connection (or the
+        failure and its backoff) under the lock."""
+        conn = BrokerConnection(host, port, self.config, node_id, self._unregister)
+        error: KafkaError | None = None
+        try:
+            conn.connect()
+        except KafkaError as exc:
+            error = exc
+        except Exception as exc:  # a bug must not leave waiters hanging
+            error = KafkaConnectionError(f"connecting to {host}:{port} failed: {exc!r}")
+        with self.locked():
+            self._connecting.pop(node_id, None)
             backoff = self._backoff.setdefault((host, port), _Backoff())
-            now = time.monotonic()
-            if now < backoff.not_before:
-                raise KafkaConnectionError(
-                    f"broker {host}:{port} is backing off after {backoff.failures} failure(s)"
-                )
-            conn = BrokerConnection(host, port, self.config, node_id, self._unregister)
-            try:
-                conn.connect()
-            except AuthenticationError:
-                raise
-            except KafkaError:
-                backoff.failures += 1
-                ceiling = min(self._backoff_max, self._backoff_base * 2 ** (backoff.failures - 1))
-                backoff.not_before = time.monotonic() + random.uniform(ceiling / 2, ceiling)
-                raise
-            backoff.failures = 0
-            self._conns[node_id] = conn
-            return conn
+            if error is None and self._closed:
+                conn.close()
+                error = KafkaConnectionError("client closed")
+            if error is None:
+                backoff.failures = 0
+                self._conns[node_id] = conn
+                attempt.conn = conn
+            else:
+                attempt.error = error
+                if isinstance(error, AuthenticationError):
+                    # Not retried: the next user of this broker hears of it.
+                    self._auth_errors[node_id] = error
+                else:
+                    backoff.failures += 1
+                    backoff.last_error = str(error)
+                    ceiling = min(
+                        self._backoff_max, self._backoff_base * 2 ** (backoff.failures - 1)
+                    )
+                    backoff.not_before = time.monotonic() + random.uniform(ceiling / 2, ceiling)
+        attempt.done.set()
+        self.wakeup()  # a sender waiting for this broker may go on
 
     def is_ready(self, node_id: int) -> bool:
         conn = self._conns.get(node_id)
@@ -181,10 +254,15 @@ class Network:
         *,
         cap: int | None = None,
         expect_response: bool = True,
+        wait_connect: bool = True,
     ) -> Pending:
-        """Send ``api`` at the best version the broker speaks (at most ``cap``)."""
+        """Send ``api`` at the best version the broker speaks (at most ``cap``).
+        ``wait_connect=False``: raise :class:`StillConnecting` rather than wait
+        for a handshake."""
+        self.connection(node_id, wait=wait_connect)
         with self.locked():
-            conn = self.connection(node_id)
+            # Under the lock: the connection may have broken in between.
+            conn = self.connection(node_id, wait=False)
             version = conn.version(api, cap)
             return conn.send(Request(api, version, body), expect_response=expect_response)
 

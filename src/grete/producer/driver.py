@@ -80,6 +80,7 @@ class Driver:
                 plan.body,
                 cap=PRODUCE_MAX_VERSION,
                 expect_response=plan.expect_response,
+                wait_connect=False,
             )
         except KafkaConnectionError as exc:
             # Nothing left the machine: the batches were certainly not written.

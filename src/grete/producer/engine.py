@@ -31,6 +31,7 @@ from grete.errors import (
     KafkaError,
     LeaderNotAvailable,
     MessageSizeTooLarge,
+    StillConnecting,
     error_for_code,
 )
 from grete.producer.batch import ProducerBatch
@@ -46,6 +47,9 @@ _DUPLICATE_SEQUENCE = 46
 _UNKNOWN_PRODUCER_ID = 59
 # REQUEST_TIMED_OUT and NOT_ENOUGH_REPLICAS_AFTER_APPEND: written on the leader.
 _APPENDED_CODES = (7, 20)
+# How soon a batch waiting for a handshake looks again (the connect thread also
+# wakes the driver when it is done).
+_CONNECTING_RECHECK_S = 0.005
 
 _SEQUENCE_WRAP = 1 << 31
 
@@ -447,9 +451,13 @@ class ProduceEngine:
             if sent:
                 self._failed(batch, now, error, retriable=True)
             else:
-                # Nothing left the machine (broker down, backing off): wait for
-                # a leader that answers, bounded by the delivery timeout.
+                # Nothing left the machine (broker down, backing off, or the
+                # handshake still running): wait for a leader that answers,
+                # bounded by the delivery timeout.
                 self._wait(batch, now, error)
+                if isinstance(error, StillConnecting):
+                    batch.waits -= 1  # not a failure: look again very soon
+                    batch.retry_at = now + _CONNECTING_RECHECK_S
 
     def _wait(self, batch: ProducerBatch, now: float, error: KafkaError) -> None:
         """Requeue without spending an attempt, unless the delivery timeout ran out."""
