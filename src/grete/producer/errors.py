@@ -1,4 +1,4 @@
-"""Errors of the producers (re-exported by :mod:`grete.errors`)."""
+"""Errors of the producers (exported by :mod:`grete` and :mod:`grete.producer`)."""
 
 from __future__ import annotations
 
