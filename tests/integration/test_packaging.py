@@ -59,7 +59,8 @@ def test_wheel_installs_in_a_fresh_venv(tmp_path: Path) -> None:
         [
             str(py),
             "-c",
-            "import grete, pathlib; print((pathlib.Path(grete.__file__).parent / 'py.typed').exists())",
+            "import grete, pathlib;"
+            "print((pathlib.Path(grete.__file__).parent / 'py.typed').exists())",
         ],
         capture_output=True,
         text=True,
