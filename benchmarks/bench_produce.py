@@ -1,12 +1,20 @@
-"""Produce throughput: grete against confluent-kafka, aiokafka, kafka-python and Java.
+"""Produce throughput and latency: grete against confluent-kafka, aiokafka, kafka-python, Java.
 
-One command prints a Markdown table. Every (case, client) run goes to its own fresh
-topic and runs in its own child process, so a client's peak RSS is its own and one
-client's leftovers (threads, buffers, open batches) cannot slow the next one.
+One command prints one Markdown table per section (``--sections throughput,latency``).
+Throughput sends N messages as fast as each client goes: grete's synchronous
+``Producer.produce(list)`` (grete-b200/-b2000) and its ``BackgroundProducer`` with
+``produce()`` per message and ``flush()`` (grete-bg), the others in their usual style.
+Latency sends at a fixed rate (``--rate``, 10,000 msgs/s, for ``--duration`` seconds)
+and reports p50/p99/max from the produce call to the delivery callback.
+
+Every (case, client) run goes to its own fresh topic and runs in its own child
+process, so a client's peak RSS is its own and one client's leftovers (threads,
+buffers, open batches) cannot slow the next one.
 
     .venv/bin/python benchmarks/bench_produce.py --bootstrap 127.0.0.1:19092 --quick
     .venv/bin/python benchmarks/bench_produce.py                 # starts a 3-broker cluster
     .venv/bin/python benchmarks/bench_produce.py --clients grete,java --cases acks1,lz4
+    .venv/bin/python benchmarks/bench_produce.py --bootstrap 127.0.0.1:19092 --sections latency
     .venv/bin/python benchmarks/bench_produce.py --clients grete-b200 --cases acks1 \\
         --profile /tmp/grete-prof                               # pyinstrument of grete
 
