@@ -351,3 +351,31 @@ def test_request_timeout_on_an_established_connection(
         assert fake.requests.count("Metadata") >= 2
     finally:
         client.close()
+
+
+def test_periodic_metadata_refresh_finds_new_partitions(
+    kafka_cluster: Any, topic_factory: Any
+) -> None:
+    """metadata_max_age_ms: a producer's driver refreshes on its own and sees
+    partitions added to the topic, with no error to prompt it."""
+    name = topic_factory(partitions=2)
+    with KafkaClient(kafka_cluster.bootstrap_servers, metadata_max_age_ms=300) as client:
+        topic = client.topics[name]
+        producer = Producer(client.cluster, topic)
+        producer.produce([b"before"])
+        assert sorted(topic.partitions) == [0, 1]
+        _add_partitions(kafka_cluster, name, 4)
+        deadline = time.monotonic() + 30
+        while len(topic.partitions) < 4 and time.monotonic() < deadline:
+            time.sleep(0.4)
+            producer.produce([b"tick"])  # each call's driver may refresh
+        assert sorted(topic.partitions) == [0, 1, 2, 3]
+
+
+def _add_partitions(kafka_cluster: Any, name: str, count: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap_servers})
+    futures = admin.create_partitions([NewPartitions(name, count)])
+    for future in futures.values():
+        future.result(30)

@@ -46,7 +46,12 @@ class Driver:
         """Send what is ready, then wait up to ``timeout`` for answers."""
         engine = self.engine
         now = time.monotonic()
-        if engine.needs_metadata and now >= self._next_metadata:
+        if now >= self._next_metadata and (
+            engine.needs_metadata
+            or now - self.cluster.last_update > self.cluster.metadata_max_age_s
+        ):
+            # Asked for by an error, or the periodic refresh (metadata_max_age_ms)
+            # that finds new partitions and moved leaders before any error does.
             self._refresh_metadata(now)
         if engine.needs_producer_id and engine.in_flight == 0 and now >= self._next_pid_try:
             self._init_producer_id()
