@@ -458,11 +458,13 @@ class BackgroundProducer:
             batch = acc.last
             assert batch is not None
             future._batch = batch
-            future._index = len(batch.values) - 1
+            future._index = index = len(batch.values) - 1
             if callback is not None:
                 future._callbacks = [callback]
                 batch.notify = True
-        if full:
+        if full or index == 0:
+            # A full batch goes now; a new one must be looked at within
+            # linger_ms, and the sender may be asleep for longer than that.
             sender.network.wakeup()
         return future
 
