@@ -2,7 +2,7 @@
 that an unreachable cluster exercises (queue full, flush/close bounded,
 delivery timeouts, closed and forked producers, garbage collection).
 
-The cluster object is filled by hand; its only broker (and the bootstrap
+The ``cluster`` fixture (conftest.py) is filled by hand; its only broker (and the bootstrap
 address) is a closed port on 127.0.0.1, so every send fails fast.
 """
 
@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import grete
-from grete.cluster import Broker, Cluster, Partition, Topic
-from grete.connection import ConnectionConfig
+from grete.cluster import Cluster
 from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError
-from grete.network import Network
 from grete.producer import (
     BackgroundProducer,
     DeliveryFuture,
@@ -32,30 +28,6 @@ from grete.producer import (
     ProducerClosedError,
     ProducerQueueFullError,
 )
-
-
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    port = _dead_port()
-    network = Network([("127.0.0.1", port)], ConnectionConfig(connect_timeout_s=0.5))
-    c = Cluster(network)
-    broker = Broker(1, "127.0.0.1", port)
-    c.brokers = {1: broker}
-    network.set_brokers({1: ("127.0.0.1", port)})
-    topic = Topic(c, "t")
-    for i in range(3):
-        part = Partition(topic, i)
-        part.leader = broker
-        topic.partitions[i] = part
-    c._topics["t"] = topic
-    yield c
-    network.close()
 
 
 def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:

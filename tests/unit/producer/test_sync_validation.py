@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from grete.cluster import Broker, Cluster, Partition, Topic
-from grete.connection import ConnectionConfig
+from grete.cluster import Cluster
 from grete.errors import ConfigurationError
-from grete.network import Network
 from grete.producer import (
     InvalidMessageError,
     Message,
@@ -19,29 +15,6 @@ from grete.producer import (
     ProducerClosedError,
 )
 from grete.producer.engine import ProduceEngine
-
-
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    port = _dead_port()
-    network = Network([("127.0.0.1", port)], ConnectionConfig(connect_timeout_s=0.5))
-    c = Cluster(network)
-    broker = Broker(1, "127.0.0.1", port)
-    c.brokers = {1: broker}
-    topic = Topic(c, "t")
-    for i in range(3):
-        part = Partition(topic, i)
-        part.leader = broker
-        topic.partitions[i] = part
-    c._topics["t"] = topic
-    yield c
-    network.close()
 
 
 @pytest.fixture
