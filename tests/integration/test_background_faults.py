@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,10 @@ from grete.client import KafkaClient
 from grete.partitioners import partition_id_for_key
 from grete.producer import BackgroundProducer, DeliveryFuture
 
-confluent_kafka = pytest.importorskip("confluent_kafka")
+from ._brokers import restart_all
+from ._consume import read_messages
+
+pytest.importorskip("confluent_kafka")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,33 +56,12 @@ def _value(i: int) -> bytes:
 def _read(kafka_cluster: Any, topic: str, expected: int) -> dict[int, list[tuple[int, bytes]]]:
     """(offset, value) per partition, from offset 0, until ``expected`` arrived
     and 2 s more (to catch duplicates past the end); bounded by READ_BUDGET_S."""
-    conf = dict(kafka_cluster.librdkafka_config("PLAINTEXT"))
-    conf.update({
-        "group.id": f"grete-bg-faults-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": False,
-    })
-    consumer = confluent_kafka.Consumer(conf)
     out: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-    count = 0
-    try:
-        consumer.assign(
-            [confluent_kafka.TopicPartition(topic, p, 0) for p in range(NUM_PARTITIONS)]
-        )
-        deadline = time.monotonic() + READ_BUDGET_S
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
-            if settle_until is None and count >= expected:
-                settle_until = time.monotonic() + 2.0
-            if settle_until is not None and time.monotonic() >= settle_until:
-                break
-            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
-                assert msg.error() is None, msg.error()
-                out[msg.partition()].append((msg.offset(), msg.value()))
-                count += 1
-    finally:
-        consumer.close()
+    for msg in read_messages(
+        kafka_cluster, topic, NUM_PARTITIONS, expected,
+        settle_s=2.0, timeout_s=READ_BUDGET_S, group_prefix="grete-bg-faults",
+    ):
+        out[msg.partition()].append((msg.offset(), msg.value()))
     return out
 
 
@@ -102,7 +83,6 @@ class _Killer:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        all_ids = {b.node_id for b in self.kafka_cluster.brokers}
         client = KafkaClient(self.kafka_cluster.bootstrap_servers)
         try:
             if self.stop.wait(self.first_delay_s):
@@ -120,8 +100,7 @@ class _Killer:
                 victim.kill()
                 self.kills.append((leader.id, time.monotonic()))
                 time.sleep(DOWN_S)
-                victim.start(timeout=90.0)
-                self.kafka_cluster.wait_for_brokers(all_ids, timeout=90.0)
+                restart_all(self.kafka_cluster)
                 self.down.discard(leader.id)
                 self.restarted.append(time.monotonic())
                 if cycle + 1 < self.cycles and self.stop.wait(1.0):
@@ -130,14 +109,6 @@ class _Killer:
             self.error.append(exc)
         finally:
             client.close()
-
-
-def _restart_all(kafka_cluster: Any) -> None:
-    all_ids = {b.node_id for b in kafka_cluster.brokers}
-    for b in kafka_cluster.brokers:
-        if not b.is_running:
-            b.start(timeout=90.0)
-    kafka_cluster.wait_for_brokers(all_ids, timeout=90.0)
 
 
 def _needs_harness(kafka_cluster: Any) -> None:
@@ -222,7 +193,7 @@ def test_idempotent_background_producer_survives_two_leader_kills(
     finally:
         killer.stop.set()
         client.close()
-        _restart_all(kafka_cluster)
+        restart_all(kafka_cluster)
     print(
         f"\n{count} messages: produce() {end - t0:.1f}s, flushed at {flushed - t0:.1f}s "
         f"({count / (flushed - t0):.0f} msg/s); kills at "
@@ -299,7 +270,7 @@ def test_acks1_background_producer_reports_honestly_through_leader_kills(
     finally:
         killer.stop.set()
         client.close()
-        _restart_all(kafka_cluster)
+        restart_all(kafka_cluster)
     assert left == 0
     assert len(killer.kills) == 2 and all(t < end for _, t in killer.kills)
     assert len(futures) == count and all(f.done() for f in futures)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import pytest
 
 from grete.partitioners import partition_id_for_key
+
+from ._consume import read_first
 
 pytestmark = pytest.mark.integration
 
@@ -38,28 +39,12 @@ def run_cli(
 def consume(bootstrap: str, topic: str, count: int, partitions: int = 3) -> list[Consumed]:
     """(partition, key, value, headers) of the first ``count`` messages, with
     confluent-kafka (an independent reader); bounded by a 30 s deadline."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"grete-cli-test-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
-    )
-    got: list[Consumed] = []
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        deadline = time.monotonic() + 30
-        while len(got) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            got.append((msg.partition(), msg.key(), msg.value(), list(msg.headers() or [])))
-    finally:
-        consumer.close()
-    return got
+    return [
+        (msg.partition(), msg.key(), msg.value(), list(msg.headers() or []))
+        for msg in read_first(
+            bootstrap, topic, count, partitions=partitions, group_prefix="grete-cli-test"
+        )
+    ]
 
 
 def lines(n: int, fmt: str = "key-{i}:value-{i}") -> bytes:

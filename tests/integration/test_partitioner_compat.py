@@ -11,7 +11,6 @@ wrong hash very unlikely to agree by chance.
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import pytest
 
 from grete.partitioners import DefaultPartitioner, hashing_partitioner, partition_id_for_key
+
+from ._consume import read_first
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -76,33 +77,14 @@ def _produce(bootstrap: str, topic: str, keys: list[bytes]) -> dict[bytes, int]:
 
 def _consume(bootstrap: str, topic: str, expected: int) -> dict[bytes, int]:
     """Read the whole topic back; return the partition each key was stored in."""
-    consumer = confluent_kafka.Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"grete-partitioner-compat-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
     stored: dict[bytes, int] = {}
-    try:
-        consumer.assign(
-            [
-                confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
-                for p in range(NUM_PARTITIONS)
-            ]
-        )
-        deadline = time.monotonic() + 60
-        while len(stored) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            key = msg.key()
-            assert key not in stored, f"key {key!r} read twice"
-            stored[key] = msg.partition()
-    finally:
-        consumer.close()
+    for msg in read_first(
+        bootstrap, topic, expected, partitions=NUM_PARTITIONS, timeout_s=60, poll_s=1.0,
+        group_prefix="grete-partitioner-compat", config={"auto.offset.reset": "earliest"},
+    ):
+        key = msg.key()
+        assert key not in stored, f"key {key!r} read twice"
+        stored[key] = msg.partition()
     return stored
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,58 +16,11 @@ from grete.partitioners import hashing_partitioner, partition_id_for_key
 from grete.producer import Message, ProduceFailureError, Producer
 from grete.protocol.compression import CompressionType
 
+from ._consume import consume
+
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 pytestmark = pytest.mark.integration
-
-READ_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Read:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
-    timestamp: int
-
-
-def consume(
-    kafka_cluster: Any, topic: str, partitions: int, expected: int, *,
-    settle_s: float = 1.0, timeout_s: float = READ_TIMEOUT_S,
-) -> list[Read]:
-    """Read every partition from offset 0 until ``expected`` messages arrived,
-    then keep reading ``settle_s`` more to catch extras (duplicates)."""
-    conf = dict(kafka_cluster.librdkafka_config("PLAINTEXT"))
-    conf.update({
-        "group.id": f"grete-test-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": False,
-    })
-    consumer = confluent_kafka.Consumer(conf)
-    out: list[Read] = []
-    try:
-        consumer.assign([confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions)])
-        deadline = time.monotonic() + timeout_s
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
-            if settle_until is None and len(out) >= expected:
-                settle_until = time.monotonic() + settle_s
-            if settle_until is not None and time.monotonic() >= settle_until:
-                break
-            batch = consumer.consume(num_messages=10_000, timeout=0.2)
-            for msg in batch:
-                assert msg.error() is None, msg.error()
-                _type, ts = msg.timestamp()
-                out.append(Read(
-                    msg.partition(), msg.offset(), msg.key(), msg.value(),
-                    tuple(msg.headers() or ()), ts,
-                ))
-    finally:
-        consumer.close()
-    return out
 
 
 @pytest.fixture

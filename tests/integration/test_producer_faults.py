@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -16,7 +15,10 @@ from grete.client import KafkaClient
 from grete.partitioners import hashing_partitioner, partition_id_for_key
 from grete.producer import Producer
 
-confluent_kafka = pytest.importorskip("confluent_kafka")
+from ._brokers import restart_all
+from ._consume import read_messages
+
+pytest.importorskip("confluent_kafka")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,33 +49,15 @@ def _messages() -> tuple[list[tuple[bytes, bytes]], dict[int, int]]:
 
 
 def _read_all(kafka_cluster: Any, topic: str, expected: int) -> dict[int, list[bytes]]:
-    conf = dict(kafka_cluster.librdkafka_config("PLAINTEXT"))
-    conf.update({
-        "group.id": f"grete-faults-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-    })
-    consumer = confluent_kafka.Consumer(conf)
+    """The values per partition, from offset 0, until ``expected`` arrived and 2 s
+    more (to catch duplicates past the end); bounded by READ_BUDGET_S."""
     values: dict[int, list[bytes]] = defaultdict(list)
-    count = 0
-    try:
-        consumer.assign(
-            [confluent_kafka.TopicPartition(topic, p, 0) for p in range(NUM_PARTITIONS)]
-        )
-        deadline = time.monotonic() + READ_BUDGET_S
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
-            if settle_until is None and count >= expected:
-                settle_until = time.monotonic() + 2.0  # catch duplicates past the end
-            if settle_until is not None and time.monotonic() >= settle_until:
-                break
-            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
-                assert msg.error() is None, msg.error()
-                values[msg.partition()].append(msg.value())
-                count += 1
-    finally:
-        consumer.close()
+    for msg in read_messages(
+        kafka_cluster, topic, NUM_PARTITIONS, expected,
+        settle_s=2.0, timeout_s=READ_BUDGET_S, group_prefix="grete-faults",
+        config={"isolation.level": "read_committed"},
+    ):
+        values[msg.partition()].append(msg.value())
     return values
 
 
@@ -82,7 +66,6 @@ def test_leader_sigkill_during_idempotent_produce(
 ) -> None:
     if not hasattr(kafka_cluster, "brokers") or not hasattr(kafka_cluster, "wait_for_brokers"):
         pytest.skip("needs the harness's own brokers")
-    all_ids = {b.node_id for b in kafka_cluster.brokers}
     assert all(b.is_running for b in kafka_cluster.brokers)
     name = topic_factory(partitions=NUM_PARTITIONS, replication_factor=3)
     messages, per_partition = _messages()
@@ -143,6 +126,5 @@ def test_leader_sigkill_during_idempotent_produce(
     finally:
         client.close()
         if victim is not None:
-            victim.start(timeout=90.0)
-            kafka_cluster.wait_for_brokers(all_ids, timeout=90.0)
+            restart_all(kafka_cluster)
     assert all(b.is_running for b in kafka_cluster.brokers)

@@ -9,7 +9,6 @@ refused cleanly; its message format is covered by tests/unit/test_security.py.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -20,6 +19,8 @@ from grete.producer import Producer
 from grete.security import SaslMechanism, SaslOAuthBearer, SaslPlain, SaslScram
 from grete.testing import KafkaCluster
 
+from ._consume import read_first
+
 pytestmark = pytest.mark.integration
 
 USER = "alice"
@@ -27,28 +28,7 @@ USER = "alice"
 
 def _read_back(cluster: KafkaCluster, topic: str, count: int) -> list[bytes]:
     """Every value in ``topic`` (3 partitions), read from the start with confluent-kafka."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": cluster.bootstrap_servers,
-            "group.id": f"grete-test-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
-    )
-    got: list[bytes] = []
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)])
-        deadline = time.monotonic() + 30
-        while len(got) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            got.append(msg.value())
-    finally:
-        consumer.close()
-    return got
+    return [msg.value() for msg in read_first(cluster.bootstrap_servers, topic, count)]
 
 
 def _client_kwargs(cluster: KafkaCluster, mode: str) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,116 @@
+"""Reading a topic back with confluent-kafka (librdkafka): a reader that grete's
+own code had no part in. Shared by the integration tests.
+
+confluent_kafka is imported where it is used, so that importing this module
+never skips a test module that does not need it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+READ_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Read:
+    """One message as confluent-kafka read it."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp: int
+
+
+def read_messages(
+    kafka_cluster: Any, topic: str, partitions: int, expected: int, *,
+    settle_s: float = 1.0, timeout_s: float = READ_TIMEOUT_S,
+    group_prefix: str = "grete-test", config: Mapping[str, Any] | None = None,
+) -> Iterator[Any]:
+    """The confluent-kafka messages of partitions ``0 .. partitions - 1`` of ``topic``,
+    from offset 0, until ``expected`` arrived, then ``settle_s`` more to catch extras
+    (duplicates past the end); bounded by ``timeout_s``. ``config`` adds consumer
+    settings. Fails on a message that carries an error."""
+    import confluent_kafka
+
+    conf = dict(kafka_cluster.librdkafka_config("PLAINTEXT"))
+    conf.update({
+        "group.id": f"{group_prefix}-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    })
+    conf.update(config or {})
+    consumer = confluent_kafka.Consumer(conf)
+    count = 0
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions)])
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            if settle_until is None and count >= expected:
+                settle_until = time.monotonic() + settle_s
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
+                assert msg.error() is None, msg.error()
+                yield msg
+                count += 1
+    finally:
+        consumer.close()
+
+
+def consume(
+    kafka_cluster: Any, topic: str, partitions: int, expected: int, *,
+    settle_s: float = 1.0, timeout_s: float = READ_TIMEOUT_S, group_prefix: str = "grete-test",
+) -> list[Read]:
+    """:func:`read_messages`, each message as a :class:`Read`."""
+    out: list[Read] = []
+    for msg in read_messages(
+        kafka_cluster, topic, partitions, expected,
+        settle_s=settle_s, timeout_s=timeout_s, group_prefix=group_prefix,
+    ):
+        _type, ts = msg.timestamp()
+        out.append(Read(
+            msg.partition(), msg.offset(), msg.key(), msg.value(),
+            tuple(msg.headers() or ()), ts,
+        ))
+    return out
+
+
+def read_first(
+    bootstrap: str, topic: str, count: int, *, partitions: int = 3,
+    timeout_s: float = 30.0, poll_s: float = 0.5,
+    group_prefix: str = "grete-test", config: Mapping[str, Any] | None = None,
+) -> Iterator[Any]:
+    """The first ``count`` confluent-kafka messages of partitions ``0 .. partitions - 1``
+    of ``topic`` (PLAINTEXT at ``bootstrap``), each read from the beginning; fewer if
+    ``timeout_s`` runs out first. ``config`` adds consumer settings. Fails on a
+    message that carries an error."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"{group_prefix}-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        **(config or {}),
+    })
+    got = 0
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        deadline = time.monotonic() + timeout_s
+        while got < count and time.monotonic() < deadline:
+            msg = consumer.poll(poll_s)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            yield msg
+            got += 1
+    finally:
+        consumer.close()
