@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from grete.connection import Pending
 from grete.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -36,6 +37,13 @@ log = logging.getLogger("grete.cluster")
 _LEADER_NOT_AVAILABLE = 5
 _UNKNOWN_TOPIC_OR_PARTITION = 3
 _AUTO_CREATE_GRACE_S = 1.5
+
+
+def _metadata_body(topics: list[str] | None, auto_create: bool) -> dict[str, Any]:
+    return {
+        "topics": None if topics is None else [{"name": t} for t in topics],
+        "allow_auto_topic_creation": auto_create,
+    }
 
 
 @dataclass(frozen=True)
@@ -191,21 +199,21 @@ class Cluster:
 
     # -- refresh ---------------------------------------------------------------
 
-    def _metadata(self, topics: list[str] | None, auto_create: bool) -> dict[str, Any]:
-        """One Metadata request to any broker that answers: known brokers
-        first (the least loaded), then the bootstrap list, so a cluster whose
-        every known broker was replaced is found again ("rebootstrap")."""
-        body = {
-            "topics": None if topics is None else [{"name": t} for t in topics],
-            "allow_auto_topic_creation": auto_create,
-        }
+    def _candidates(self) -> list[int]:
+        """Brokers to ask for metadata: known ones first (connected, then not
+        backing off), then the bootstrap list, so a cluster whose every known
+        broker was replaced is found again ("rebootstrap")."""
         candidates = sorted(
             self.network.known_nodes,
             key=lambda n: (not self.network.is_ready(n), self.network.backing_off(n)),
         )
-        candidates += [-(i + 1) for i in range(len(self.network.bootstrap))]
+        return candidates + [-(i + 1) for i in range(len(self.network.bootstrap))]
+
+    def _metadata(self, topics: list[str] | None, auto_create: bool) -> dict[str, Any]:
+        """One blocking Metadata request to any broker that answers."""
+        body = _metadata_body(topics, auto_create)
         errors: list[KafkaError] = []
-        for node_id in candidates:
+        for node_id in self._candidates():
             try:
                 return self.network.request(node_id, m.METADATA, body)
             except KafkaError as exc:
@@ -218,6 +226,27 @@ class Cluster:
         if errors and all(isinstance(e, KafkaTimeoutError) for e in errors):
             raise KafkaTimeoutError(why)
         raise KafkaConnectionError(why)
+
+    def request_update(self, topics: list[str]) -> Pending | None:
+        """A refresh that never blocks: one Metadata request to the first
+        broker that can take it now; ``apply`` its answer once it is done. None
+        when no broker is connected yet (connections are being made).
+
+        Producers refresh this way, so a broker that never answers costs them
+        a request timeout in the background, not a stall."""
+        body = _metadata_body(topics, False)
+        for node_id in self._candidates():
+            try:
+                return self.network.send(node_id, m.METADATA, body, wait_connect=False)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+        return None
+
+    def apply(self, body: dict[str, Any]) -> None:
+        """Adopt a Metadata answer obtained by :meth:`request_update`."""
+        with self._update_lock:
+            self._apply(body, full=False)
 
     def update(self, topics: list[str] | None = None, *, auto_create: bool = False) -> None:
         """Refresh brokers and the given topics (all topics when None)."""

@@ -291,6 +291,8 @@ class Network:
         """One round of I/O over every connection with work to do; returns
         after ``timeout`` seconds at most, or at once after :meth:`wakeup`."""
         with self.lock:
+            if self._closed:
+                raise KafkaConnectionError("client is closed")
             active = [
                 c for c in self._conns.values() if c.connected and (c.in_flight or c.wants_write)
             ]

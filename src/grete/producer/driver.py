@@ -32,6 +32,7 @@ class Driver:
         self.cluster = cluster
         self.network = cluster.network
         self._next_metadata = 0.0
+        self._metadata_pending: Pending | None = None
         self._next_pid_try = 0.0
         self._pid_failures = 0
         # Produce requests sent and not answered yet, by id(plan).
@@ -46,9 +47,15 @@ class Driver:
         """Send what is ready, then wait up to ``timeout`` for answers."""
         engine = self.engine
         now = time.monotonic()
-        if now >= self._next_metadata and (
-            engine.needs_metadata
-            or now - self.cluster.last_update > self.cluster.metadata_max_age_s
+        if self._metadata_pending is not None and self._metadata_pending.done:
+            self._metadata_landed(self._metadata_pending)
+        if (
+            self._metadata_pending is None
+            and now >= self._next_metadata
+            and (
+                engine.needs_metadata
+                or now - self.cluster.last_update > self.cluster.metadata_max_age_s
+            )
         ):
             # Asked for by an error, or the periodic refresh (metadata_max_age_ms)
             # that finds new partitions and moved leaders before any error does.
@@ -64,15 +71,32 @@ class Driver:
         self.network.poll(timeout)
 
     def _refresh_metadata(self, now: float) -> None:
+        """Send a Metadata request without waiting for it (a silent broker
+        must not stall sending to the others); its answer is applied by a
+        later step."""
         self.engine.needs_metadata = False
         # Not more often than the retry backoff: a dead broker must not turn
         # into a metadata storm.
         self._next_metadata = now + self.engine.retry_backoff_s
-        topics = list({t for (t, _) in self.engine._partitions})
+        topics = sorted({t for (t, _) in self.engine._partitions})
         try:
-            self.cluster.update(topics)
+            self._metadata_pending = self.cluster.request_update(topics)
         except KafkaError as exc:
             log.info("metadata refresh failed: %s", exc)
+            self._metadata_pending = None
+        if self._metadata_pending is None:
+            self.engine.needs_metadata = True  # no broker ready yet: try again
+
+    def _metadata_landed(self, pending: Pending) -> None:
+        self._metadata_pending = None
+        if pending.error is not None or pending.response is None:
+            log.info("metadata refresh failed: %s", pending.error)
+            self.engine.needs_metadata = True
+            return
+        try:
+            self.cluster.apply(pending.response.body)
+        except KafkaError as exc:  # a malformed answer: ask again later
+            log.info("metadata answer not usable: %s", exc)
             self.engine.needs_metadata = True
 
     def _send_request(self, plan: Plan) -> None:
