@@ -25,10 +25,10 @@ deltas, giant batches) take a plain per-record loop that is slower but exact.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import add, sub
+from operator import add, itemgetter, sub
 from typing import NamedTuple, cast
 
 from grete.errors import ConfigurationError, CorruptRecordError, ProtocolError
@@ -148,6 +148,9 @@ def _header_blob(hs: Sequence[tuple[str, bytes | None]] | None) -> bytes:
     return b"".join(parts)
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 def _header_columns(
     headers: Sequence[Sequence[tuple[str, bytes | None]] | None], n: int
 ) -> tuple[list[Sequence[bytes]], Sequence[int]] | None:
@@ -167,31 +170,59 @@ def _header_columns(
     if h == 0 or h >= 64:
         return None
     columns: list[Sequence[bytes]] = [[_LEN[h]] * n]
-    sizes: Sequence[int] = [1] * n
-    # zip(*...) transposes in C: per header position, then into names and values.
-    for position in zip(*headers, strict=True):
-        names, values = zip(*position, strict=True)
+    fixed = 1  # bytes every record has alike: the count, fixed header names
+    variable: list[Iterable[int]] = []  # per-record byte counts that differ
+    # Transposed with C-level maps (itemgetter), per header position, then into
+    # names and values: far cheaper than zip(*...) over a thousand iterators.
+    for j in range(h):
+        position = list(map(itemgetter(j), headers))  # type: ignore[arg-type]
+        names = list(map(_FIRST, position))
+        values = list(map(_SECOND, position))
         if names.count(names[0]) == n:
             kb = names[0].encode()
             if len(kb) >= _M:
                 return None
             key_piece = _LEN[len(kb)] + kb
             columns.append([key_piece] * n)
-            sizes = list(map(add, sizes, repeat(len(key_piece), n)))
+            fixed += len(key_piece)
         else:
             encoded = list(map(str.encode, names))
             klens = list(map(len, encoded))
             if max(klens) >= _M:
                 return None
             columns.append(list(map(add, map(_LEN.__getitem__, klens), encoded)))
-            sizes = list(map(add, sizes, map(_SIZE.__getitem__, klens)))
+            variable.append(map(_SIZE.__getitem__, klens))
         vlens, vpieces = _lengths(values)
         if max(vlens) >= _M:
             return None
         columns.append(list(map(_LEN.__getitem__, vlens)))
         columns.append(vpieces)
-        sizes = list(map(add, sizes, map(_SIZE.__getitem__, vlens)))
-    return columns, sizes
+        variable.append(map(_SIZE.__getitem__, vlens))
+    sizes: Iterable[int] = repeat(fixed, n)
+    for part in variable:
+        sizes = map(add, sizes, part)
+    return _merge_constant_runs(columns, n), list(sizes)
+
+
+def _merge_constant_runs(columns: list[Sequence[bytes]], n: int) -> list[Sequence[bytes]]:
+    """Join neighbouring columns that hold the same piece in every record
+    (header count, a fixed header name, a fixed value) into one column: fewer
+    pieces for the final join, which is where header-heavy batches spend
+    their time."""
+    merged: list[Sequence[bytes]] = []
+    run: list[bytes] = []
+    for column in columns:
+        first = column[0]
+        if column.count(first) == n:
+            run.append(first)
+            continue
+        if run:
+            merged.append([b"".join(run)] * n)
+            run = []
+        merged.append(column)
+    if run:
+        merged.append([b"".join(run)] * n)
+    return merged
 
 
 def record_size(
