@@ -324,8 +324,3 @@ class Cluster:
                     f"after {self.topic_wait_s}s"
                 )
             time.sleep(0.1)
-
-    def maybe_refresh(self) -> None:
-        """Refresh when the snapshot is older than ``metadata_max_age_s``."""
-        if time.monotonic() - self.last_update > self.metadata_max_age_s:
-            self.update(list(self._topics) or None)

@@ -19,7 +19,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from grete import _version
@@ -366,13 +366,3 @@ class BrokerConnection:
         self._out.clear()
         for pending in waiting:
             pending._finish(None, self.closed_error)
-
-
-@dataclass
-class _Backoff:
-    """Exponential reconnect backoff with jitter, per broker."""
-
-    base_s: float
-    max_s: float
-    failures: int = 0
-    next_try: float = field(default=0.0)
