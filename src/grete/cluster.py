@@ -87,6 +87,11 @@ class Topic:
     def __repr__(self) -> str:
         return f"<Topic {self.name!r} partitions={len(self.partitions)}>"
 
+    def partition_list(self) -> list[Partition]:
+        """The partitions ordered by id, as partitioners index them."""
+        parts = self.partitions
+        return [parts[i] for i in sorted(parts)]
+
     def latest_available_offsets(self) -> dict[int, int]:
         """Partition id -> the offset the next message will get (the end offset)."""
         return self._list_offsets(-1)

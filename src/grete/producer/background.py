@@ -32,10 +32,10 @@ from grete.producer.errors import (
 from grete.producer.message import DeliveryResult, to_bytes, to_headers
 from grete.producer.metrics import Metrics
 from grete.protocol.compression import CompressionType, validate_level
+from grete.protocol.records import BATCH_OVERHEAD
 
 log = logging.getLogger("grete.producer")
 
-_BATCH_OVERHEAD = 61
 
 Callback = Callable[["DeliveryFuture"], None]
 
@@ -342,7 +342,7 @@ class BackgroundProducer:
         self._sticky: list[int | None] = [None]
         self._parts_cache: list[Partition] = []
         self._serializer, self._key_serializer = serializer, key_serializer
-        self._max_record = min(max_batch_bytes, max_request_size) - _BATCH_OVERHEAD
+        self._max_record = min(max_batch_bytes, max_request_size) - BATCH_OVERHEAD
         self._max_queued_messages = max_queued_messages
         self._max_buffer_bytes = max_buffer_bytes
         self._block = block_on_queue_full
@@ -353,7 +353,7 @@ class BackgroundProducer:
         self._acc = Accumulator(
             topic.name,
             max_records=batch_size,
-            max_bytes=min(max_batch_bytes, max_request_size) - _BATCH_OVERHEAD,
+            max_bytes=min(max_batch_bytes, max_request_size) - BATCH_OVERHEAD,
             linger_s=linger_ms / 1000,
             on_new_batch=_sticky_hook(topic, self._on_new_batch, self._sticky),
         )
@@ -474,7 +474,7 @@ class BackgroundProducer:
         parts = self._topic.partitions
         cached = self._parts_cache
         if len(cached) != len(parts):
-            cached = self._parts_cache = [parts[i] for i in sorted(parts)]
+            cached = self._parts_cache = self._topic.partition_list()
         return cached
 
     def _wait_for_space(self, size: int) -> None:
@@ -573,8 +573,7 @@ def _sticky_hook(topic: Topic, hook: Any, cell: list[int | None]) -> Callable[[i
         return None
 
     def closed(partition: int) -> None:
-        parts = topic.partitions
-        chosen = hook([parts[i] for i in sorted(parts)], partition)
+        chosen = hook(topic.partition_list(), partition)
         cell[0] = chosen if isinstance(chosen, int) else None
 
     return closed

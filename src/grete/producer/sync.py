@@ -22,10 +22,9 @@ from grete.producer.errors import (
 )
 from grete.producer.message import DeliveryResult, Headers, Message, to_bytes, to_headers
 from grete.protocol.compression import CompressionType, validate_level
+from grete.protocol.records import BATCH_OVERHEAD
 
 Partitioner = Callable[[Sequence[Partition], "bytes | None"], Partition]
-
-_BATCH_OVERHEAD = 61
 
 
 def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -200,7 +199,7 @@ class Producer:
         topic = self._topic
         if not topic.partitions:
             topic = self._cluster.topics[topic.name]
-        partitions = [topic.partitions[i] for i in sorted(topic.partitions)]
+        partitions = topic.partition_list()
         partitioner = self._partitioner
         now = int(time.time() * 1000)
         for index, msg in enumerate(messages):
@@ -251,7 +250,7 @@ class Producer:
     ) -> Sequence[DeliveryResult]:
         """Batch normalised messages per partition and send them."""
         failures: list[MessageFailure] = []
-        max_bytes = self._max_request_size - _BATCH_OVERHEAD
+        max_bytes = self._max_request_size - BATCH_OVERHEAD
         acc = Accumulator(
             self._topic.name,
             max_records=self._batch_size,
@@ -284,7 +283,7 @@ class Producer:
         failures: list[MessageFailure] = []
         batches: list[ProducerBatch] = []
         partitions = self._sorted_partitions()
-        max_batch, max_bytes = self._batch_size, self._max_request_size - _BATCH_OVERHEAD
+        max_batch, max_bytes = self._batch_size, self._max_request_size - BATCH_OVERHEAD
         now_ms, created = int(time.time() * 1000), time.monotonic()
         sizes = list(map(len, values))
         n, start = len(values), 0
@@ -313,8 +312,7 @@ class Producer:
         )
 
     def _sorted_partitions(self) -> list[Partition]:
-        parts = self._topic.partitions
-        return [parts[i] for i in sorted(parts)]
+        return self._topic.partition_list()
 
     def _send_batches(
         self, count: int, batches: list[ProducerBatch], failures: list[MessageFailure]
