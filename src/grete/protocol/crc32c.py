@@ -7,8 +7,11 @@ dominates batch encoding once batches reach tens of kilobytes.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 __all__ = ["HAVE_C_CRC32C", "crc32c", "crc32c_py"]
 
@@ -63,11 +66,36 @@ def crc32c_py(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-_c_crc32c: Callable[..., int] | None
-try:
-    from crc32c import crc32c as _c_crc32c
-except ImportError:  # the optional extra is not installed
-    _c_crc32c = None
+def _load_c_crc32c() -> Callable[..., int] | None:
+    """The C function of the ``crc32c`` package, or None when it is not installed.
+
+    The package's ``__init__`` calls ``importlib.metadata.version()`` and imports its
+    command-line tool (argparse, email, zipfile, ...): some 4 MiB of resident memory
+    for one C function. Unless something imported the package already, only its
+    extension module is loaded, the way the import system would load it.
+    """
+    if "crc32c" in sys.modules:  # imported already (or None: blocked on purpose)
+        return getattr(sys.modules["crc32c"], "crc32c", None)
+    try:
+        package = importlib.util.find_spec("crc32c")
+        locations = package.submodule_search_locations if package is not None else None
+        if not locations:
+            return None  # the optional extra is not installed
+        spec = importlib.machinery.PathFinder.find_spec("crc32c._crc32c", list(locations))
+        if spec is not None and spec.loader is not None:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return cast("Callable[..., int]", module.crc32c)
+    except (ImportError, AttributeError, OSError):
+        pass
+    try:  # a layout this loader does not know: import the package as usual
+        from crc32c import crc32c as c_crc32c
+    except ImportError:
+        return None
+    return c_crc32c
+
+
+_c_crc32c = _load_c_crc32c()
 
 HAVE_C_CRC32C = _c_crc32c is not None
 
