@@ -25,6 +25,7 @@ deltas, giant batches) take a plain per-record loop that is slower but exact.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -94,37 +95,91 @@ def _zz(n: int) -> bytes:
 # --- tables -------------------------------------------------------------------------
 
 # Lengths, offset deltas, timestamp deltas and record lengths below _M use tables.
-# 16 Ki entries covers values up to ~16 KiB and batches up to 16 Ki records for a
-# few MiB of memory, built once at import (~10 ms).
+# Full tables (16 Ki entries: values up to ~16 KiB, batches up to 16 Ki records)
+# would hold some 8 MiB of small bytes objects, so they start small and _grow()
+# extends them in place, in powers of two, to the largest value met so far: the
+# encoder only ever pays memory for the record sizes and batch sizes it sees.
 _M = 1 << 14
+_MIN_TABLE = 256
+# Length tables (_LEN, _SIZE, _LENZ/_TSA, _TSA_SIZE) cover indexes below _L; offset
+# tables (_PFX_*, _FIXED) cover offsets below _O. _O <= _L, so _LEN doubles as the
+# plain offset-delta table. Both only grow, and only once every table covers them.
+_L = 0
+_O = 0
+_GROW_LOCK = threading.Lock()
 
 # _LEN[n] is the zigzag varint of n; _LEN[-1] (the extra last slot) is that of -1,
 # the null length, so a length list using -1 for None indexes the tables directly.
-# Built with the varint formula inlined for up to three bytes (2 * _M < 2**21):
-# the generic encoder would add ~20 ms to import time.
-_LEN: list[bytes] = [
-    bytes((z,))
-    if z < 0x80
-    else bytes((z & 0x7F | 0x80, z >> 7))
-    if z < 0x4000
-    else bytes((z & 0x7F | 0x80, (z >> 7) & 0x7F | 0x80, z >> 14))
-    for z in range(0, 2 * _M, 2)
-] + [b"\x01"]
+_LEN: list[bytes] = [b"\x01"]
 # _SIZE[n]: bytes taken by a length-prefixed field of n bytes (prefix + data).
-_SIZE: list[int] = [n + len(_LEN[n]) for n in range(_M)] + [1]
+_SIZE: list[int] = [1]
 # A record's length preceded by the previous record's empty header count (0), so
-# records without headers need no separate piece for it.
-_LENZ: list[bytes] = [b"\x00" + b for b in _LEN[:_M]]
-# Attributes (always 0 on records) followed by the timestamp delta.
-_TSA: list[bytes] = [b"\x00" + b for b in _LEN[:_M]]
-_TSA_SIZE: list[int] = [1 + len(b) for b in _LEN[:_M]]
+# records without headers need no separate piece for it. The same bytes serve as
+# the attributes (always 0 on records) followed by the timestamp delta: _TSA.
+_LENZ: list[bytes] = []
+_TSA = _LENZ
+_TSA_SIZE: list[int] = []
 # Per offset delta: [attributes, timestamp delta 0,] offset delta [, null key length].
-_PFX_TS0_NOKEY: list[bytes] = [b"\x00\x00" + b + b"\x01" for b in _LEN[:_M]]
-_PFX_TS0: list[bytes] = [b"\x00\x00" + b for b in _LEN[:_M]]
-_PFX_NOKEY: list[bytes] = [b + b"\x01" for b in _LEN[:_M]]
-_PFX: list[bytes] = _LEN[:_M]
+_PFX_TS0_NOKEY: list[bytes] = []
+_PFX_TS0: list[bytes] = []
+_PFX_NOKEY: list[bytes] = []
 # _FIXED[c][i]: c fixed one-byte fields plus the size of offset delta i.
-_FIXED: list[list[int]] = [[c + len(b) for b in _LEN[:_M]] for c in range(5)]
+_FIXED: list[list[int]] = [[] for _ in range(5)]
+
+
+def _grow(top: int, n: int = 0) -> None:
+    """Extend the length tables to index ``top`` and the offset tables to ``n``
+    offsets (callers keep ``top < _M`` and ``n <= _M``).
+
+    Lists are extended in place (the encoder binds them as globals) under a lock,
+    and _L/_O move only after every table of theirs has its new entries, so
+    threads encoding meanwhile read complete entries.
+    """
+    global _L, _O
+    with _GROW_LOCK:
+        offsets = _O
+        if n > offsets:
+            offsets = min(_M, max(_MIN_TABLE, 1 << (n - 1).bit_length()))
+        length = max(_L, offsets)
+        if top >= length:
+            length = min(_M, 1 << top.bit_length())
+        if length > _L:
+            # The varint formula inlined for up to three bytes (2 * _M < 2**21): the
+            # generic encoder is several times slower.
+            lens = [
+                bytes((z,))
+                if z < 0x80
+                else bytes((z & 0x7F | 0x80, z >> 7))
+                if z < 0x4000
+                else bytes((z & 0x7F | 0x80, (z >> 7) & 0x7F | 0x80, z >> 14))
+                for z in range(2 * _L, 2 * length, 2)
+            ]
+            # Before the last slot, which stays the null length's.
+            _LEN[_L:_L] = lens
+            _SIZE[_L:_L] = [i + len(b) for i, b in enumerate(lens, _L)]
+            _LENZ.extend([b"\x00" + b for b in lens])
+            _TSA_SIZE.extend([1 + len(b) for b in lens])
+            _L = length
+        if offsets > _O:
+            pfx = _LEN[_O:offsets]
+            _PFX_TS0_NOKEY.extend([b"\x00\x00" + b + b"\x01" for b in pfx])
+            _PFX_TS0.extend([b"\x00\x00" + b for b in pfx])
+            _PFX_NOKEY.extend([b + b"\x01" for b in pfx])
+            for c, fixed in enumerate(_FIXED):
+                fixed.extend([c + len(b) for b in pfx])
+            _O = offsets
+
+
+def _fits(top: int) -> bool:
+    """Whether ``top`` is in the length tables' range, growing them to it if need be."""
+    if top >= _M:
+        return False
+    if top >= _L:
+        _grow(top)
+    return True
+
+
+_grow(_MIN_TABLE - 1, _MIN_TABLE)
 
 
 def _header_blob(hs: Sequence[tuple[str, bytes | None]] | None) -> bytes:
@@ -132,18 +187,18 @@ def _header_blob(hs: Sequence[tuple[str, bytes | None]] | None) -> bytes:
     if not hs:
         return b"\x00"
     n = len(hs)
-    parts = [_LEN[n] if n < _M else _zz(n)]
+    parts = [_LEN[n] if n < _L else _zz(n)]
     append = parts.append
     for key, value in hs:
         kb = key.encode()
         kl = len(kb)
-        append(_LEN[kl] if kl < _M else _zz(kl))
+        append(_LEN[kl] if kl < _L else _zz(kl))
         append(kb)
         if value is None:
             append(b"\x01")
         else:
             vl = len(value)
-            append(_LEN[vl] if vl < _M else _zz(vl))
+            append(_LEN[vl] if vl < _L else _zz(vl))
             append(value)
     return b"".join(parts)
 
@@ -180,7 +235,7 @@ def _header_columns(
         values = list(map(_SECOND, position))
         if names.count(names[0]) == n:
             kb = names[0].encode()
-            if len(kb) >= _M:
+            if len(kb) >= _L and not _fits(len(kb)):
                 return None
             key_piece = _LEN[len(kb)] + kb
             columns.append([key_piece] * n)
@@ -188,12 +243,14 @@ def _header_columns(
         else:
             encoded = list(map(str.encode, names))
             klens = list(map(len, encoded))
-            if max(klens) >= _M:
+            ktop = max(klens)
+            if ktop >= _L and not _fits(ktop):
                 return None
             columns.append(list(map(add, map(_LEN.__getitem__, klens), encoded)))
             variable.append(map(_SIZE.__getitem__, klens))
         vlens, vpieces = _lengths(values)
-        if max(vlens) >= _M:
+        vtop = max(vlens)
+        if vtop >= _L and not _fits(vtop):
             return None
         columns.append(list(map(_LEN.__getitem__, vlens)))
         columns.append(vpieces)
@@ -346,17 +403,22 @@ def _encode_columns(
     """The records as pieces to join, built column by column; None if out of table range."""
     if n > _M:
         return None
-    if deltas is not None and (min(deltas) < 0 or max(deltas) >= _M):
-        return None
+    top = n
+    if deltas is not None:
+        if min(deltas) < 0:
+            return None
+        top = max(top, max(deltas))
     vlens, vpieces = _lengths(values)
-    if max(vlens) >= _M:
-        return None
+    top = max(top, max(vlens))
     klens: list[int] = []
     kpieces: Sequence[bytes] = ()
     if keys is not None:
         klens, kpieces = _lengths(keys)
-        if max(klens) >= _M:
+        top = max(top, max(klens))
+    if top >= _L or n > _O:
+        if top >= _M:
             return None
+        _grow(top, n)
 
     if deltas is None and headers is None and vlens.count(vlens[0]) == n:
         if keys is None:
@@ -386,7 +448,8 @@ def _encode_columns(
             hcolumns, hsizes = shaped
             total = map(add, total, hsizes)
     rec_lens = list(total)
-    if max(rec_lens) >= _M:
+    rtop = max(rec_lens)
+    if rtop >= _L and not _fits(rtop):
         return None
 
     columns: list[Sequence[bytes]] = []
@@ -398,7 +461,7 @@ def _encode_columns(
         columns.append((_PFX_TS0_NOKEY if keys is None else _PFX_TS0)[:n])
     else:
         columns.append(list(map(_TSA.__getitem__, deltas)))
-        columns.append((_PFX_NOKEY if keys is None else _PFX)[:n])
+        columns.append((_PFX_NOKEY if keys is None else _LEN)[:n])
     if keys is not None:
         columns.append(list(map(_LEN.__getitem__, klens)))
         columns.append(kpieces)
@@ -438,12 +501,13 @@ def _uniform_prefixes(klen: int, vlen: int, n: int) -> list[bytes]:
         _UNIFORM_CACHE.clear()
     # Grow geometrically so a slowly rising record count does not rebuild every time,
     # but never past the offsets whose record length still fits the tables.
-    size = n if prefixes is None else min(max(n, 2 * len(prefixes)), _M)
+    size = n if prefixes is None else min(max(n, 2 * len(prefixes)), _O)
     if klen == -2:
         fixed, pfx, extra, tail = _FIXED[4], _PFX_TS0_NOKEY, _SIZE[vlen], _LEN[vlen]
     else:
         fixed, pfx, extra, tail = _FIXED[3], _PFX_TS0, _SIZE[vlen] + _SIZE[klen], _LEN[klen]
-    if fixed[size - 1] + extra >= _M:
+    top = fixed[size - 1] + extra
+    if top >= _L and not _fits(top):
         size = n
     rec_lens = [f + extra for f in fixed[:size]]
     prefixes = [
@@ -462,7 +526,9 @@ def _encode_uniform(
     vlen: int,
     n: int,
 ) -> list[bytes] | None:
-    if max(klen, vlen) >= _M or _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] >= _M:
+    # The caller made the tables cover klen, vlen and n offsets.
+    top = _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)]
+    if top >= _L and not _fits(top):
         return None
     prefixes = _uniform_prefixes(klen, vlen, n)
     if keys is None:

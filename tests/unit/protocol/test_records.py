@@ -26,6 +26,8 @@ from grete.protocol.records import (
     record_size,
 )
 
+from .._effort import effort
+
 TS = 1_700_000_000_000
 Headers = list[tuple[str, bytes | None]]
 
@@ -81,7 +83,7 @@ def expected_records(args: dict[str, object]) -> list[Record]:
 
 
 @given(batches())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=effort(300, 30), deadline=None)
 def test_round_trip_every_field(args: dict[str, object]) -> None:
     data = encode_batch(**args)  # type: ignore[arg-type]
     [batch] = decode_batches(data)
@@ -105,7 +107,7 @@ def test_round_trip_every_field(args: dict[str, object]) -> None:
 
 
 @given(batches())
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=effort(100, 15), deadline=None)
 def test_record_size_is_exact(args: dict[str, object]) -> None:
     args["compression"] = CompressionType.NONE
     data = encode_batch(**args)  # type: ignore[arg-type]
@@ -354,3 +356,34 @@ def test_header_columns_match_slow_path(same_names: bool) -> None:
     assert b"".join(fast) == b"".join(slow)
     [batch] = decode_batches(encode_batch(values, keys, headers, base_timestamp=TS))
     assert [r.headers for r in batch.records] == headers
+
+
+def test_tables_grow_on_demand_and_stay_exact() -> None:
+    # A fresh interpreter, so the tables start at their import-time size.
+    code = (
+        "import threading\n"
+        "from grete.protocol import records as r\n"
+        "assert r._L == r._O == r._MIN_TABLE, (r._L, r._O)\n"
+        "def check(n, size, keyed, ts):\n"
+        "    values = [bytes(size + i % 3) for i in range(n)]\n"
+        "    keys = [b'k%d' % i for i in range(n)] if keyed else None\n"
+        "    deltas = [i * 7 for i in range(n)] if ts else None\n"
+        "    fast = r._encode_columns(values, keys, None, deltas, n)\n"
+        "    slow = r._encode_records_slow(values, keys, None, deltas, n)\n"
+        "    assert fast is not None and b''.join(fast) == b''.join(slow), (n, size)\n"
+        "cases = [(n, size, keyed, ts) for n in (1, 300, 2000) for size in (10, 200, 5000)\n"
+        "         for keyed in (False, True) for ts in (False, True)]\n"
+        "threads = [threading.Thread(target=check, args=c) for c in cases]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "for c in cases: check(*c)\n"
+        "assert r._O == 2048 and r._L == 16384, (r._O, r._L)\n"
+        "for i in range(r._L):\n"
+        "    assert r._LEN[i] == r._zz(i) and r._SIZE[i] == i + len(r._LEN[i])\n"
+        "    assert r._LENZ[i] == b'\\0' + r._LEN[i] and r._TSA_SIZE[i] == len(r._LENZ[i])\n"
+        "for i in range(r._O):\n"
+        "    assert r._PFX_TS0_NOKEY[i] == b'\\0\\0' + r._LEN[i] + b'\\1'\n"
+        "    assert [f[i] for f in r._FIXED] == [c + len(r._LEN[i]) for c in range(5)]\n"
+        "assert r._LEN[-1] == b'\\1' and r._SIZE[-1] == 1 and len(r._LEN) == r._L + 1\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
