@@ -50,6 +50,7 @@ __all__ = [
     "RoundRobinPartitioner",
     "StickyPartitioner",
     "hashing_partitioner",
+    "java_key_hash",
     "partition_id_for_key",
     "random_partitioner",
 ]
@@ -303,3 +304,18 @@ class StickyPartitioner(BasePartitioner):
 
 #: Java's default: sticky for unkeyed messages, murmur2 for keyed ones.
 DefaultPartitioner = StickyPartitioner
+
+
+def java_key_hash(partitioner: object) -> Callable[[bytes], int] | None:
+    """The hash ``partitioner`` puts a ``bytes`` key through, when it is one of
+    grete's Java-compatible partitioners (keyed message to partition id
+    ``(hash(key) & 0x7fffffff) % partition count``), else None.
+
+    Lets a producer place keyed messages without calling the partitioner per
+    message. Subclasses may override ``__call__``, so only the exact classes count.
+    """
+    if type(partitioner) is StickyPartitioner or (
+        type(partitioner) is HashingPartitioner and partitioner._hash_func is None
+    ):
+        return unsigned_murmur2_bytes
+    return None

@@ -39,6 +39,7 @@ class Accumulator:
         max_bytes: int,
         linger_s: float = 0.0,
         on_new_batch: Callable[[int], None] | None = None,
+        owner: Any = None,
     ) -> None:
         self.topic = topic
         self.max_records = max_records
@@ -46,14 +47,18 @@ class Accumulator:
         self.linger_s = linger_s
         # Told the partition whose batch just closed (the sticky partitioner moves on).
         self._on_new_batch = on_new_batch
-        self._open: dict[int, ProducerBatch] = {}
+        self.owner = owner  # stamped on every batch (see ProducerBatch.owner)
+        # partition -> the batch its records go into now. Public for a front
+        # end's fast path, which may append to an open batch directly (under
+        # its lock) and then must call close() when the batch is full.
+        self.open_batches: dict[int, ProducerBatch] = {}
         self._ready: list[ProducerBatch] = []
         # The batch the last append() went into (its record is the last one):
         # lets a front end point its delivery handle at the batch.
         self.last: ProducerBatch | None = None
 
     def __len__(self) -> int:
-        return len(self._open) + len(self._ready)
+        return len(self.open_batches) + len(self._ready)
 
     def append(
         self,
@@ -67,23 +72,25 @@ class Accumulator:
         now: float,
     ) -> bool:
         """Add one record; True when a batch became ready to send."""
-        batch = self._open.get(partition)
+        batch = self.open_batches.get(partition)
         closed = False
-        if batch is None:
-            batch = self._open[partition] = ProducerBatch(self.topic, partition, now)
-        elif batch.size + size > self.max_bytes:
-            self._close(partition, batch)
+        if batch is not None and batch.size + size > self.max_bytes:
+            self.close(partition, batch)
             closed = True
-            batch = self._open[partition] = ProducerBatch(self.topic, partition, now)
+            batch = None
+        if batch is None:
+            batch = ProducerBatch(self.topic, partition, now, self.owner)
+            self.open_batches[partition] = batch
         batch.append(key, value, headers, timestamp, handle, size)
         self.last = batch
         if len(batch.values) >= self.max_records:
-            self._close(partition, batch)
+            self.close(partition, batch)
             closed = True
         return closed
 
-    def _close(self, partition: int, batch: ProducerBatch) -> None:
-        del self._open[partition]
+    def close(self, partition: int, batch: ProducerBatch) -> None:
+        """``batch``, open for ``partition``, is full: ready to send."""
+        del self.open_batches[partition]
         self._ready.append(batch)
         if self._on_new_batch is not None:
             self._on_new_batch(partition)
@@ -92,9 +99,9 @@ class Accumulator:
         """Batches to send now: full ones, those open for ``linger_s``, or all
         when ``force`` (flush, close, or the end of a synchronous call)."""
         ready, self._ready = self._ready, []
-        for partition, batch in list(self._open.items()):
+        for partition, batch in list(self.open_batches.items()):
             if force or now - batch.created >= self.linger_s:
-                self._close(partition, batch)
+                self.close(partition, batch)
         ready.extend(self._ready)
         self._ready = []
         return ready
@@ -103,9 +110,9 @@ class Accumulator:
         """When the oldest open batch has lingered enough (None: nothing open)."""
         if self._ready:
             return 0.0
-        if not self._open:
+        if not self.open_batches:
             return None
-        return min(b.created for b in self._open.values()) + self.linger_s
+        return min(b.created for b in self.open_batches.values()) + self.linger_s
 
     def take_all(self) -> list[ProducerBatch]:
         """Everything, ready or not (to fail it on close)."""

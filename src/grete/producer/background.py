@@ -19,7 +19,7 @@ from typing import Any
 
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError, MessageSizeTooLarge
-from grete.partitioners import DefaultPartitioner
+from grete.partitioners import DefaultPartitioner, StickyPartitioner, java_key_hash
 from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
 from grete.producer.batch import ProducerBatch
 from grete.producer.driver import Driver
@@ -40,9 +40,8 @@ log = logging.getLogger("grete.producer")
 Callback = Callable[["DeliveryFuture"], None]
 
 _time = time.time
-# What a future points at before produce() attaches it to its batch.
-_NO_BATCH = ProducerBatch("", -1, 0.0)
 _monotonic = time.monotonic
+_new_object = object.__new__
 
 # Senders of this process: a child after fork() has their state but not their
 # threads, so they are marked unusable there (checked once per produce()).
@@ -62,25 +61,40 @@ class DeliveryFuture:
     :class:`~grete.DeliveryResult` or raises the failure. Lighter than
     ``concurrent.futures.Future`` (one per message adds up), with the same
     reading methods: ``done()``, ``result()``, ``exception()``, ``add_done_callback()``.
+
+    It is only a pointer to its record (batch, index): the message, the
+    outcome and the condition to wait on all live in the batch, so making
+    one costs two stores, and completing a batch costs nothing per message
+    unless someone asked for a callback. ``key``/``value`` read the record back.
     """
 
-    __slots__ = ("_batch", "_callbacks", "_index", "_sender", "_size", "key", "value")
+    # _callback (produce()'s) and _callbacks (add_done_callback()'s) are set
+    # only when given, and read with getattr: the hot path never pays for them.
+    __slots__ = ("_batch", "_callback", "_callbacks", "_index")
 
-    def __init__(self, sender: _Sender, key: bytes | None, value: bytes | None, size: int) -> None:
-        self._sender = sender
-        self.key = key
-        self.value = value
-        self._size = size
-        self._callbacks: list[Callback] | None = None
-        # Set by produce() right after the append: the future reads its
-        # outcome from its batch, so completing a batch costs nothing per
-        # message unless someone asked for a callback.
-        self._batch: ProducerBatch = _NO_BATCH
-        self._index = 0
+    _batch: ProducerBatch
+    _index: int
+    _callback: Callback
+    _callbacks: list[Callback]
 
     def _moved(self, batch: ProducerBatch, index: int) -> None:
         """The engine split our batch: follow the record to its new one."""
         self._batch, self._index = batch, index
+
+    @property
+    def key(self) -> bytes | None:
+        keys = self._batch.keys
+        return None if keys is None else keys[self._index]
+
+    @property
+    def value(self) -> bytes | None:
+        return self._batch.values[self._index]
+
+    def _size(self) -> int:
+        """What the record counts against the producer's byte bound."""
+        batch, i = self._batch, self._index
+        headers = None if batch.headers is None else batch.headers[i]
+        return record_size(self.key, batch.values[i], headers)
 
     def __repr__(self) -> str:
         outcome = self._batch.outcome
@@ -95,7 +109,7 @@ class DeliveryFuture:
         outcome = self._batch.outcome
         if outcome is not None:
             return outcome
-        cond = self._sender.done_cond
+        cond = self._batch.owner.done_cond
         deadline = None if timeout is None else time.monotonic() + timeout
         with cond:
             while (outcome := self._batch.outcome) is None:
@@ -126,15 +140,23 @@ class DeliveryFuture:
         if not self.done():
             # Under done_cond: the sender sets the outcome and reads the batch's
             # notify flag under it, so fn is either seen there or called here.
-            with self._sender.done_cond:
+            with self._batch.owner.done_cond:
                 if not self.done():
-                    if self._callbacks is None:
+                    callbacks = getattr(self, "_callbacks", None)
+                    if callbacks is None:
                         self._callbacks = [fn]
                     else:
-                        self._callbacks.append(fn)
+                        callbacks.append(fn)
                     self._batch.notify = True
                     return
         fn(self)
+
+
+def _run_callback(fn: Callback, future: DeliveryFuture) -> None:
+    try:
+        fn(future)
+    except Exception:  # a user's bug must not kill the sender thread
+        log.exception("delivery callback raised")
 
 
 class _Sender:
@@ -229,12 +251,13 @@ class _Sender:
         futures: Sequence[DeliveryFuture] = batch.handles  # type: ignore[assignment]
         if notify:
             for f in futures:
-                if f._callbacks:
-                    for fn in f._callbacks:
-                        try:
-                            fn(f)
-                        except Exception:
-                            log.exception("delivery callback raised")
+                first = getattr(f, "_callback", None)
+                if first is not None:
+                    _run_callback(first, f)
+                later = getattr(f, "_callbacks", None)
+                if later:
+                    for fn in later:
+                        _run_callback(fn, f)
         if self.reports is not None:
             for f in futures:
                 self.reports.put((f, error))
@@ -341,7 +364,14 @@ class BackgroundProducer:
         # need not ask the partitioner per message; updated when a batch closes.
         self._sticky: list[int | None] = [None]
         self._parts_cache: list[Partition] = []
+        # Whether the partitioner sticks to one partition for unkeyed messages
+        # until told a batch closed (then _sticky is all produce() needs).
+        self._sticky_partitioner = type(self._partitioner) is StickyPartitioner
+        # Java's murmur2 for keyed messages, computed inline (None: ask the partitioner).
+        self._key_hash = java_key_hash(self._partitioner)
         self._serializer, self._key_serializer = serializer, key_serializer
+        # produce()'s inline path takes only values it need not convert.
+        self._plain = serializer is None and key_serializer is None
         self._max_record = min(max_batch_bytes, max_request_size) - BATCH_OVERHEAD
         self._max_queued_messages = max_queued_messages
         self._max_buffer_bytes = max_buffer_bytes
@@ -373,6 +403,7 @@ class BackgroundProducer:
             metrics=self._metrics,
         )
         self._sender = sender = _Sender(self, cluster, engine)
+        self._acc.owner = sender  # futures wait on the sender's condition
         engine.on_done = sender.batch_done
         self._closed = False
         sender.thread.start()
@@ -395,9 +426,90 @@ class BackgroundProducer:
         """Queue one message; returns its :class:`DeliveryFuture` at once (or
         blocks while the queue is full, per ``block_on_queue_full``).
 
-        The hot path of the background producer: every check here is paid per
-        message, so the common case (bytes, no headers) takes no detours.
+        The hot path of the background producer, paid per message: a bytes
+        value with no key or a bytes key, going into a batch that is open
+        and has room, takes the inline path below; everything else (the
+        first message of a batch, headers, explicit partitions and
+        timestamps, serializers, a full queue, every error) goes through
+        :meth:`_produce`, which validates it all.
         """
+        if (
+            type(value) is bytes
+            and timestamp is None
+            and headers is None
+            and partition is None
+            and self._plain
+        ):
+            if partition_key is None:
+                pid = self._sticky[0]
+                size = len(value) + RECORD_OVERHEAD
+            elif (
+                type(partition_key) is bytes
+                and self._key_hash is not None
+                and (n := len(self._topic.partitions))
+            ):
+                pid = (self._key_hash(partition_key) & 0x7FFFFFFF) % n
+                size = len(value) + len(partition_key) + RECORD_OVERHEAD
+            else:
+                pid = None
+                size = 0
+            if pid is not None:
+                ts = int(_time() * 1000)
+                sender = self._sender
+                acc = self._acc
+                full = False
+                sender.lock.acquire()
+                try:
+                    batch = acc.open_batches.get(pid)
+                    if (
+                        batch is None
+                        or batch.size + size > acc.max_bytes
+                        or sender.queued_messages >= self._max_queued_messages
+                        or sender.queued_bytes + size > self._max_buffer_bytes
+                        or sender.forked
+                        or self._closed
+                    ):
+                        future = None  # not the simple case: the full path decides
+                    else:
+                        values = batch.values
+                        future = _new_object(DeliveryFuture)
+                        future._batch = batch
+                        future._index = len(values)
+                        if callback is not None:
+                            future._callback = callback
+                            batch.notify = True
+                        values.append(value)
+                        batch.timestamps.append(ts)  # type: ignore[union-attr]
+                        batch.handles.append(future)  # type: ignore[union-attr]
+                        if batch.keys is not None or partition_key is not None:
+                            batch.add_key(partition_key)
+                        if batch.headers is not None:
+                            batch.headers.append(None)
+                        batch.size += size
+                        sender.queued_messages += 1
+                        sender.queued_bytes += size
+                        sender.unresolved += 1
+                        if len(values) >= acc.max_records:
+                            acc.close(pid, batch)
+                            full = True
+                finally:
+                    sender.lock.release()
+                if future is not None:
+                    if full:  # a full batch goes now
+                        sender.network.wakeup()
+                    return future
+        return self._produce(value, partition_key, timestamp, headers, partition, callback)
+
+    def _produce(
+        self,
+        value: Any,
+        partition_key: Any,
+        timestamp: int | None,
+        headers: Any,
+        partition: int | None,
+        callback: Callback | None,
+    ) -> DeliveryFuture:
+        """:meth:`produce` for every case, with every check."""
         sender = self._sender
         if self._closed or sender.forked:
             raise ProducerClosedError(
@@ -413,12 +525,8 @@ class BackgroundProducer:
         k = partition_key
         if k is not None and type(k) is not bytes:
             k = to_bytes(k, "key", 0)
-        if headers is None:
-            h = None
-            size = RECORD_OVERHEAD + (len(v) if v is not None else 0) + (len(k) if k else 0)
-        else:
-            h = to_headers(headers, 0)
-            size = record_size(k, v, h)
+        h = None if headers is None else to_headers(headers, 0)
+        size = record_size(k, v, h)
         if timestamp is None:
             ts = int(_time() * 1000)
         elif type(timestamp) is int and timestamp >= 0:
@@ -441,7 +549,11 @@ class BackgroundProducer:
             pid = self._sticky[0]
         else:
             pid = self._partitioner(self._partition_list(), k).id
-        future = DeliveryFuture(sender, k, v, size)
+            if k is None and self._sticky_partitioner:
+                # Unkeyed messages stay on this partition until its batch
+                # closes (then the hook picks the next): no need to ask again.
+                self._sticky[0] = pid
+        future = _new_object(DeliveryFuture)
         with sender.lock:
             if (
                 sender.queued_messages >= self._max_queued_messages
@@ -460,7 +572,7 @@ class BackgroundProducer:
             future._batch = batch
             future._index = index = len(batch.values) - 1
             if callback is not None:
-                future._callbacks = [callback]
+                future._callback = callback
                 batch.notify = True
         if full or index == 0:
             # A full batch goes now; a new one must be looked at within
@@ -507,7 +619,7 @@ class BackgroundProducer:
                 "delivery reports are off (delivery_reports=True turns them on)"
             )
         future, error = reports.get(block, timeout)
-        self._sender._release(1, future._size)
+        self._sender._release(1, future._size())
         return future, error
 
     def flush(self, timeout: float | None = None) -> int:

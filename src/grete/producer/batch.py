@@ -36,6 +36,7 @@ class ProducerBatch:
         "notify",
         "order",
         "outcome",
+        "owner",
         "partition",
         "retry_at",
         "size",
@@ -45,8 +46,11 @@ class ProducerBatch:
         "waits",
     )
 
-    def __init__(self, topic: str, partition: int, created: float) -> None:
+    def __init__(self, topic: str, partition: int, created: float, owner: Any = None) -> None:
         self.topic = topic
+        # The front end's state its handles need (the background producer's
+        # sender, whose condition their result() waits on); None for the sync one.
+        self.owner = owner
         self.partition = partition
         self.values: list[bytes | None] = []
         self.keys: list[bytes | None] | None = None
@@ -110,6 +114,13 @@ class ProducerBatch:
         self.handles.append(handle)  # type: ignore[union-attr]
         self.size += size
 
+    def add_key(self, key: bytes | None) -> None:
+        """The key of the record just appended to ``values`` by a front end's
+        fast path (which appends the other columns itself)."""
+        if self.keys is None:
+            self.keys = [None] * (len(self.values) - 1)
+        self.keys.append(key)
+
     def fill(self, values: list[bytes], handles: range, timestamp: int, size: int) -> None:
         """Make this batch hold ``values`` at once (the sync fast path)."""
         self.values = values  # type: ignore[assignment]  # read-only from here on
@@ -153,7 +164,7 @@ class ProducerBatch:
         half = len(self.values) // 2
         parts: list[ProducerBatch] = []
         for lo, hi in ((0, half), (half, len(self.values))):
-            b = ProducerBatch(self.topic, self.partition, self.created)
+            b = ProducerBatch(self.topic, self.partition, self.created, self.owner)
             b.values = self.values[lo:hi]
             b.keys = None if self.keys is None else self.keys[lo:hi]
             b.headers = None if self.headers is None else self.headers[lo:hi]

@@ -1,0 +1,224 @@
+"""BackgroundProducer.produce()'s inline path (bytes in, open batch with room)
+must build exactly the batches the general path builds: same columns, same
+partitions, same bounds. The ``cluster`` fixture's broker is a closed port and
+``linger_ms`` is long, so batches stay open for inspection.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from grete.cluster import Cluster, Partition
+from grete.partitioners import (
+    HashingPartitioner,
+    StickyPartitioner,
+    hashing_partitioner,
+    partition_id_for_key,
+)
+from grete.producer import (
+    BackgroundProducer,
+    DeliveryFuture,
+    ProducerClosedError,
+    ProducerQueueFullError,
+)
+from grete.producer.accumulator import record_size
+from grete.producer.batch import ProducerBatch
+
+
+def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:
+    kw.setdefault("required_acks", 1)
+    kw.setdefault("linger_ms", 60_000)
+    return BackgroundProducer(cluster, cluster._topics["t"], **kw)
+
+
+def _batch(future: DeliveryFuture) -> ProducerBatch:
+    return future._batch
+
+
+def _columns_aligned(batch: ProducerBatch) -> None:
+    n = len(batch.values)
+    assert batch.timestamps is not None and len(batch.timestamps) == n
+    assert len(batch.handles) == n
+    assert batch.keys is None or len(batch.keys) == n
+    assert batch.headers is None or len(batch.headers) == n
+    for i, handle in enumerate(batch.handles):
+        assert handle._batch is batch and handle._index == i
+
+
+def test_unkeyed_messages_share_the_sticky_batch(cluster: Cluster) -> None:
+    p = _producer(cluster)
+    try:
+        futures = [p.produce(b"v%d" % i) for i in range(50)]
+        batch = _batch(futures[0])
+        assert all(_batch(f) is batch for f in futures)
+        assert batch.values == [b"v%d" % i for i in range(50)]
+        assert batch.keys is None and batch.headers is None
+        assert batch.size == sum(record_size(None, b"v%d" % i, None) for i in range(50))
+        _columns_aligned(batch)
+        assert [f.value for f in futures] == batch.values
+        assert all(f.key is None for f in futures)
+        assert p.metrics()["queued_messages"] == 50
+    finally:
+        p.close(0.5)
+
+
+def test_mixed_keys_and_headers_keep_columns_aligned(cluster: Cluster) -> None:
+    # Everything to partition 0: an explicit partition, then keyed and unkeyed
+    # messages that the partitioner also sends there.
+    def to_zero(partitions: Any, key: bytes | None) -> Partition:
+        return partitions[0]
+
+    p = _producer(cluster, partitioner=to_zero)
+    try:
+        futures = [
+            p.produce(b"a", partition=0),
+            p.produce(b"b"),  # sticky partition unknown for a plain callable: general path
+            p.produce(b"c", partition_key=b"k"),
+            p.produce(b"d", headers=[("h", b"1")]),
+            p.produce(b"e", partition_key=b"k2"),
+        ]
+        batch = _batch(futures[0])
+        assert all(_batch(f) is batch for f in futures)
+        assert batch.values == [b"a", b"b", b"c", b"d", b"e"]
+        assert batch.keys == [None, None, b"k", None, b"k2"]
+        assert batch.headers == [None, None, None, [("h", b"1")], None]
+        _columns_aligned(batch)
+        assert futures[2].key == b"k"
+        assert futures[3]._size() == record_size(None, b"d", [("h", b"1")])
+    finally:
+        p.close(0.5)
+
+
+def test_keyed_fast_path_after_unkeyed_sticky_batch(cluster: Cluster) -> None:
+    p = _producer(cluster, partitioner=StickyPartitioner())
+    try:
+        first = p.produce(b"x")
+        sticky = _batch(first).partition
+        keys = (b"k%d" % i for i in range(1000))
+        key = next(k for k in keys if partition_id_for_key(k, 3) == sticky)
+        keyed = p.produce(b"y", partition_key=key)
+        unkeyed = p.produce(b"z")
+        batch = _batch(first)
+        assert _batch(keyed) is batch and _batch(unkeyed) is batch
+        assert batch.keys == [None, key, None]
+        _columns_aligned(batch)
+    finally:
+        p.close(0.5)
+
+
+@pytest.mark.parametrize("partitioner", [None, StickyPartitioner(), hashing_partitioner])
+def test_keyed_messages_land_where_java_puts_them(cluster: Cluster, partitioner: Any) -> None:
+    p = _producer(cluster, partitioner=partitioner)
+    try:
+        keys = [b"key-%d" % i for i in range(300)]
+        for key in keys:
+            p.produce(b"v", partition_key=key)  # the first per partition opens the batch
+        placed = [_batch(p.produce(b"v", partition_key=key)).partition for key in keys]
+        assert placed == [partition_id_for_key(key, 3) for key in keys]
+    finally:
+        p.close(0.5)
+
+
+def test_custom_partitioners_are_always_asked(cluster: Cluster) -> None:
+    calls: list[bytes | None] = []
+
+    class Last(HashingPartitioner):
+        def __call__(self, partitions: Any, key: bytes | None = None) -> Any:
+            calls.append(key)
+            return partitions[-1]
+
+    p = _producer(cluster, partitioner=Last())
+    try:
+        futures = [p.produce(b"v", partition_key=b"k%d" % i) for i in range(20)]
+        assert calls == [b"k%d" % i for i in range(20)]
+        assert {_batch(f).partition for f in futures} == {2}
+    finally:
+        p.close(0.5)
+
+    custom_hash = HashingPartitioner(hash_func=lambda key: 1)
+    p = _producer(cluster, partitioner=custom_hash)
+    try:
+        futures = [p.produce(b"v", partition_key=b"k%d" % i) for i in range(20)]
+        assert {_batch(f).partition for f in futures} == {1}
+    finally:
+        p.close(0.5)
+
+
+def test_full_batch_closes_and_the_next_message_opens_another(cluster: Cluster) -> None:
+    p = _producer(cluster, batch_size=3, partitioner=lambda parts, key: parts[0])
+    try:
+        futures = [p.produce(b"v%d" % i) for i in range(7)]
+        batches = [_batch(f) for f in futures]
+        assert [len(b.values) for b in dict.fromkeys(batches)] == [3, 3, 1]
+        for b in dict.fromkeys(batches):
+            _columns_aligned(b)
+    finally:
+        p.close(0.5)
+
+
+def test_byte_bound_closes_the_batch(cluster: Cluster) -> None:
+    p = _producer(
+        cluster,
+        max_batch_bytes=2048,
+        max_request_size=2048,
+        partitioner=lambda parts, key: parts[0],
+    )
+    try:
+        futures = [p.produce(b"x" * 500) for _ in range(8)]
+        batches = list(dict.fromkeys(_batch(f) for f in futures))
+        assert len(batches) > 1
+        assert all(b.size <= 2048 for b in batches)
+    finally:
+        p.close(0.5)
+
+
+def test_queue_bound_holds_on_the_fast_path(cluster: Cluster) -> None:
+    p = _producer(cluster, max_queued_messages=5, block_on_queue_full=False)
+    try:
+        for _ in range(5):
+            p.produce(b"v")
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"v")
+        with pytest.raises(ProducerQueueFullError):
+            p.produce(b"v", partition_key=b"k")
+    finally:
+        p.close(0.5)
+
+
+def test_callback_given_to_produce_runs_once(cluster: Cluster) -> None:
+    seen: list[DeliveryFuture] = []
+    lock = threading.Lock()
+
+    def callback(f: DeliveryFuture) -> None:
+        with lock:
+            seen.append(f)
+
+    p = _producer(cluster)
+    futures = [p.produce(b"v%d" % i, callback=callback) for i in range(10)]
+    futures[3].add_done_callback(callback)
+    p.close(0.5)  # the dead cluster fails every message: callbacks run
+    assert sorted(map(id, seen)) == sorted(map(id, [*futures, futures[3]]))
+    assert all(f.done() and f.exception() is not None for f in futures)
+
+
+def test_closed_producer_refuses_on_the_fast_path(cluster: Cluster) -> None:
+    p = _producer(cluster)
+    p.produce(b"v")
+    p.close(0.5)
+    with pytest.raises(ProducerClosedError):
+        p.produce(b"v")
+    with pytest.raises(ProducerClosedError):
+        p.produce(b"v", partition_key=b"k")
+
+
+def test_serializers_take_the_general_path(cluster: Cluster) -> None:
+    p = _producer(cluster, serializer=lambda v: str(v).encode(), key_serializer=str.encode)
+    try:
+        futures = [p.produce(b"raw"), p.produce(b"raw", partition_key="k")]
+        assert [f.value for f in futures] == [b"b'raw'", b"b'raw'"]
+        assert futures[1].key == b"k"
+    finally:
+        p.close(0.5)
