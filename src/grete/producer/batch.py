@@ -171,7 +171,9 @@ class ProducerBatch:
             b.timestamps = None if self.timestamps is None else self.timestamps[lo:hi]
             b.handles = self.handles[lo:hi]
             b.base_timestamp = self.base_timestamp if b.timestamps is None else b.timestamps[0]
-            b.size = self.size * (hi - lo) // max(1, len(self.values))
+            # The halves' sizes add up to the whole: producers release exactly
+            # what they counted against their buffer bound.
+            b.size = self.size * hi // max(1, len(self.values)) - sum(x.size for x in parts)
             b.attempts = self.attempts
             b.maybe_written = self.maybe_written
             b.notify = self.notify
