@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
-import ssl as _ssl
 from collections.abc import Iterable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from grete.cluster import Broker, Cluster, TopicDict
 from grete.connection import ConnectionConfig
 from grete.errors import ConfigurationError
 from grete.network import Network, parse_hosts
-from grete.security import SaslMechanism, make_ssl_context
+from grete.security import SaslMechanism, is_ssl_context, make_ssl_context
+
+if TYPE_CHECKING:  # only TLS users import ssl (see security.py)
+    import ssl as _ssl
 
 log = logging.getLogger("grete")
 # Quiet by default: an application that configures logging decides what it sees.
@@ -72,7 +75,7 @@ class KafkaClient:
         if sasl is not None and not isinstance(sasl, SaslMechanism):
             raise ConfigurationError("sasl must be a SaslPlain, SaslScram or SaslOAuthBearer")
         context: _ssl.SSLContext | None
-        if isinstance(ssl, _ssl.SSLContext):
+        if is_ssl_context(ssl):
             context = ssl
         elif ssl or ssl_cafile or ssl_certfile or ssl_keyfile:
             context = make_ssl_context(

@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from grete import _version
 from grete.errors import (
@@ -36,6 +35,11 @@ from grete.protocol.framing import ProtocolConnection, Request, Response
 from grete.protocol.schema import Api
 from grete.protocol.versions import parse_api_versions, pick_version
 from grete.security import SaslMechanism
+
+# ssl is imported by whoever made the context (see security.py: PLAINTEXT users
+# never load OpenSSL); a connection without one never meets its types.
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("grete.connection")
 
@@ -121,6 +125,12 @@ class BrokerConnection:
         self._before_close = before_close
         self.config = config
         self._sock: socket.socket | None = None
+        # What a non-blocking send or recv raises when it cannot go on now.
+        self._would_block: tuple[type[OSError], ...] = (BlockingIOError,)
+        if config.ssl_context is not None:
+            import ssl  # imported already: the context is one of its objects
+
+            self._would_block += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
         self._proto = ProtocolConnection(
             client_id=config.client_id, max_frame_size=config.max_response_size
         )
@@ -185,6 +195,8 @@ class BrokerConnection:
 
     def _tls(self, sock: socket.socket, deadline: float) -> socket.socket:
         assert self.config.ssl_context is not None
+        import ssl  # imported already: the context is one of its objects
+
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         try:
             return self.config.ssl_context.wrap_socket(sock, server_hostname=self.host)
@@ -299,7 +311,7 @@ class BrokerConnection:
                 else:
                     out[0] = out[0][sent:]
                     break
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        except self._would_block:
             pass
         except OSError as exc:
             self.close(KafkaConnectionError(f"write to {self.host}:{self.port} failed: {exc}"))
@@ -314,7 +326,7 @@ class BrokerConnection:
         while True:
             try:
                 data = sock.recv(_RECV_SIZE)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            except self._would_block:
                 return
             except OSError as exc:
                 self.close(KafkaConnectionError(f"read from {self.host}:{self.port} failed: {exc}"))
@@ -331,7 +343,9 @@ class BrokerConnection:
                 pending = self._in_flight.pop(response.correlation_id, None)
                 if pending is not None:
                     pending._finish(response, None)
-            if len(data) < _RECV_SIZE and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if len(data) < _RECV_SIZE and not (
+                self.config.ssl_context is not None and cast("ssl.SSLSocket", sock).pending()
+            ):
                 return
 
     def check_timeouts(self, now: float) -> None:

@@ -10,22 +10,34 @@ Credentials never appear in ``repr()``, logs or exception text.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import os
-import ssl
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeGuard
 
 from grete.errors import AuthenticationError, ConfigurationError
+
+# ssl (some 4 MiB of resident memory with OpenSSL) and hashlib/hmac are imported
+# where TLS and SCRAM need them, so that PLAINTEXT and PLAIN users never load them.
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "SaslMechanism",
     "SaslOAuthBearer",
     "SaslPlain",
     "SaslScram",
+    "is_ssl_context",
     "make_ssl_context",
 ]
+
+
+def is_ssl_context(obj: object) -> TypeGuard[ssl.SSLContext]:
+    """Whether ``obj`` is an ``ssl.SSLContext``, without importing ssl: no context
+    can exist before something imported it."""
+    module = sys.modules.get("ssl")
+    return module is not None and isinstance(obj, module.SSLContext)
 
 
 def make_ssl_context(
@@ -41,6 +53,8 @@ def make_ssl_context(
 
     Hostname verification is on unless ``check_hostname=False`` is asked for.
     """
+    import ssl  # only TLS users pay for OpenSSL (see the imports)
+
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
     ctx.check_hostname = check_hostname
     if not check_hostname:
@@ -169,6 +183,9 @@ class _ScramExchange(SaslExchange):
             raise self._fail("server nonce does not extend the client nonce")
         if not _SCRAM_MIN_ITERATIONS <= iterations <= _SCRAM_MAX_ITERATIONS:
             raise self._fail(f"server asked for {iterations} iterations")
+        import hashlib  # only SCRAM needs them (see the imports)
+        import hmac
+
         salted = hashlib.pbkdf2_hmac(self._hash, self._password, salt, iterations)
         client_key = hmac.digest(salted, b"Client Key", self._hash)
         stored_key = hashlib.new(self._hash, client_key).digest()
@@ -191,6 +208,8 @@ class _ScramExchange(SaslExchange):
         except ValueError as exc:
             raise self._fail("malformed server signature") from exc
         assert self._server_signature is not None
+        import hmac  # see the imports
+
         if not hmac.compare_digest(got, self._server_signature):
             raise self._fail("the broker's signature does not match (is it the right broker?)")
 

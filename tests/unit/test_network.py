@@ -7,9 +7,11 @@ refused at once) or a tiny fake broker thread that answers ApiVersions.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,8 @@ from grete.errors import ConfigurationError, KafkaConnectionError
 from grete.network import Network, _Backoff, parse_hosts
 from grete.protocol import messages as m
 from grete.protocol.framing import decode_request_frame, encode_response_frame
+from grete.security import make_ssl_context
+from grete.testing.tls import generate_tls_files
 
 # ---------------------------------------------------------------- parse_hosts
 
@@ -168,9 +172,11 @@ def test_unknown_node_is_a_connection_error() -> None:
 
 
 class _FakeBroker:
-    """Accepts connections on 127.0.0.1 and answers ApiVersions, nothing else."""
+    """Accepts connections on 127.0.0.1 (over TLS with ``tls``) and answers
+    ApiVersions requests, nothing else, until the client goes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(8)
@@ -189,13 +195,15 @@ class _FakeBroker:
             except OSError:
                 continue
             self.accepted += 1
-            with conn:
-                conn.settimeout(2.0)
-                try:
-                    self._answer_api_versions(conn)
-                    conn.recv(1)  # hold the connection until the client goes
-                except OSError:
-                    pass
+            conn.settimeout(2.0)
+            try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                with conn:
+                    while True:  # until the client goes (or 2 s of silence)
+                        self._answer_api_versions(conn)
+            except OSError:
+                conn.close()
 
     @staticmethod
     def _answer_api_versions(conn: socket.socket) -> None:
@@ -251,3 +259,28 @@ def test_connect_negotiates_versions_and_resets_backoff(fake_broker: _FakeBroker
     finally:
         net.close()
     assert not conn.connected
+
+
+def test_tls_connection_handshakes_and_polls(tmp_path: Path) -> None:
+    # Both the blocking handshake and the non-blocking poll loop over TLS
+    # (ssl is imported lazily: see connection.py and security.py).
+    files = generate_tls_files(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(files.broker_keystore_file)
+    broker = _FakeBroker(tls=server)
+    config = ConnectionConfig(
+        connect_timeout_s=5.0,
+        request_timeout_s=5.0,
+        ssl_context=make_ssl_context(str(files.ca_file)),
+    )
+    net = Network([("127.0.0.1", broker.port)], config)
+    try:
+        conn = net.connection(-1)
+        assert conn.version(m.METADATA) == m.METADATA.max_version
+        body = {"client_software_name": "t", "client_software_version": "1"}
+        for _ in range(3):
+            assert net.request(-1, m.API_VERSIONS, body)["error_code"] == 0
+        assert broker.accepted == 1
+    finally:
+        net.close()
+        broker.close()
