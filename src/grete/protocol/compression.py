@@ -14,7 +14,7 @@ import enum
 import struct
 import zlib
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from grete.errors import ConfigurationError, ProtocolError, UnsupportedCodecError
 
@@ -28,11 +28,10 @@ __all__ = [
     "validate_level",
 ]
 
-_cramjam: ModuleType | None
-try:
-    import cramjam as _cramjam
-except ImportError:  # the optional extra is not installed
-    _cramjam = None
+# cramjam (~2 MiB of resident memory) is imported by the first batch that needs it,
+# so that uncompressed and gzip users never load it. False: not tried yet; None:
+# the optional extra is not installed.
+_cramjam: ModuleType | Literal[False] | None = False
 
 
 class CompressionType(enum.IntEnum):
@@ -76,6 +75,14 @@ _ZSTD_BLOCK_MAX = 128 << 10
 
 
 def _require_cramjam(codec: CompressionType) -> ModuleType:
+    global _cramjam
+    if _cramjam is False:
+        try:
+            import cramjam
+        except ImportError:
+            _cramjam = None
+        else:
+            _cramjam = cramjam
     if _cramjam is None:
         raise UnsupportedCodecError(
             f"{codec.name.lower()} compression needs the cramjam library: pip install grete[codecs]"
