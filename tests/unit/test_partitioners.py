@@ -36,6 +36,8 @@ from grete.partitioners import (
     random_partitioner,
 )
 
+from ._effort import effort
+
 
 @dataclass(frozen=True)
 class Part:
@@ -120,7 +122,7 @@ def test_to_positive_is_not_abs() -> None:
     assert to_positive(5) == 5
 
 
-@settings(max_examples=2000)
+@settings(max_examples=effort(2000, 200))
 @given(st.binary(max_size=300))
 def test_c_and_pure_agree(key: bytes) -> None:
     if murmur2_c is None:

@@ -17,6 +17,8 @@ from grete.errors import ConfigurationError, ProtocolError, UnsupportedCodecErro
 from grete.protocol import compression
 from grete.protocol.compression import CompressionType, compress, decompress
 
+from .._effort import effort
+
 ALL = list(CompressionType)
 WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"kafka", b"grete", b"record", b"batch"]
 
@@ -50,7 +52,7 @@ def test_round_trip_every_level(codec: CompressionType, levels: range | list[int
 
 
 @given(st.sampled_from(ALL), st.binary(max_size=5000))
-@settings(max_examples=60)
+@settings(max_examples=effort(60, 15))
 def test_round_trip_arbitrary(codec: CompressionType, payload: bytes) -> None:
     assert decompress(codec, compress(codec, payload)) == payload
 

@@ -14,6 +14,8 @@ from grete.errors import ProtocolError
 from grete.protocol import primitives as p
 from grete.protocol.primitives import Reader
 
+from .._effort import effort
+
 INT32 = st.integers(-(2**31), 2**31 - 1)
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
@@ -112,7 +114,7 @@ def test_round_trip(name: str, strategy: st.SearchStrategy[object]) -> None:
     encode = getattr(p, f"encode_{name}")
     read = getattr(Reader, f"read_{name}")
 
-    @settings(max_examples=40, deadline=None)
+    @settings(max_examples=effort(40, 10), deadline=None)
     @given(strategy, st.binary(max_size=3))
     def check(value: object, trailer: bytes) -> None:
         data = encode(value)

@@ -11,6 +11,8 @@ from grete.protocol import messages as m
 from grete.protocol.primitives import Buffer
 from grete.protocol.produce_fast import MAX_VERSION, MIN_VERSION, encode_produce_into
 
+from .._effort import effort
+
 names = st.text(min_size=1, max_size=20)
 records = st.one_of(st.none(), st.binary(max_size=300))
 partition = st.fixed_dictionaries({"index": st.integers(0, 2**31 - 1), "records": records})
@@ -31,7 +33,7 @@ def _fast(version: int, body: dict[str, Any]) -> bytes:
     return b"".join(parts)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=effort(60, 15), deadline=None)
 @given(body=bodies, version=st.integers(MIN_VERSION, MAX_VERSION))
 def test_same_bytes_as_the_schema(body: dict[str, Any], version: int) -> None:
     assert _fast(version, body) == m.PRODUCE.encode_request(version, body)

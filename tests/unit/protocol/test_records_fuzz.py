@@ -16,6 +16,8 @@ from grete.protocol.compression import CompressionType
 from grete.protocol.crc32c import crc32c
 from grete.protocol.records import decode_batches, encode_batch
 
+from .._effort import effort
+
 TS = 1_700_000_000_000
 
 
@@ -42,14 +44,14 @@ def decode_or_protocol_error(data: bytes, allow_partial_tail: bool = False) -> N
 
 
 @given(st.binary(max_size=2000))
-@settings(max_examples=500)
+@settings(max_examples=effort(500, 50))
 def test_random_bytes(data: bytes) -> None:
     decode_or_protocol_error(data)
     decode_or_protocol_error(data, allow_partial_tail=True)
 
 
 @given(st.binary(min_size=61, max_size=400))
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=effort(500, 50), suppress_health_check=[HealthCheck.too_slow])
 def test_random_bodies_behind_a_valid_header(body: bytes) -> None:
     # A plausible header with a correct CRC, so the garbage reaches the record parser.
     data = bytearray(body)
@@ -71,7 +73,7 @@ def test_truncations(codec: CompressionType) -> None:
 def test_bit_flips_with_and_without_crc_fix(codec: CompressionType) -> None:
     good = sample_batch(codec)
     rnd = random.Random(int(codec))
-    for _ in range(3000):
+    for _ in range(effort(3000, 300)):
         data = bytearray(good)
         for _ in range(rnd.randint(1, 3)):
             data[rnd.randrange(len(data))] = rnd.getrandbits(8)

@@ -19,6 +19,8 @@ from grete.protocol import messages as m
 from grete.protocol.primitives import Reader, encode_tagged_fields
 from grete.protocol.schema import Api, Field, SchemaError, VersionRange, snake_case
 
+from .._effort import effort
+
 # -- generating bodies from the schema itself ---------------------------------------
 _INTS = {
     "int8": (-(2**7), 2**7 - 1),
@@ -130,7 +132,9 @@ def random_body(
 
 
 CASES = cases(m.ALL_APIS)
-FAST = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=effort(10, 3), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _fields(api: Api, response: bool) -> tuple[Field, ...]:
@@ -164,7 +168,7 @@ def test_fuzz_decoders(api: Api, version: int, response: bool) -> None:
     """Random, truncated and mutated input: only ProtocolError, and quickly."""
 
     rnd = random.Random(f"{api.name}-{version}-{response}")
-    for _ in range(5):
+    for _ in range(effort(5, 2)):
         body = random_body(rnd, _fields(api, response), version, api.is_flexible(version))
         data = _encode(api, version, body, response)
         assert _decode(api, version, data, response) == with_defaults(
