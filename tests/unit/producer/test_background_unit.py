@@ -29,6 +29,8 @@ from grete.producer import (
     ProducerQueueFullError,
 )
 
+from .._effort import effort
+
 
 def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:
     kw.setdefault("required_acks", 1)  # no InitProducerId: straight to the (dead) leader
@@ -141,7 +143,7 @@ def test_queue_full_without_blocking_raises_at_once(cluster: Cluster) -> None:
         assert time.monotonic() - t0 < 0.5
         assert p.metrics()["queued_messages"] == 5
     finally:
-        p.close(timeout=1.0)
+        p.close(timeout=0.2)
     assert all(f.done() and f.exception() is not None for f in futures)
 
 
@@ -153,11 +155,11 @@ def test_queue_full_by_bytes(cluster: Cluster) -> None:
             p.produce(b"y" * 2000)
         p.produce(b"z" * 100)  # still fits
     finally:
-        p.close(timeout=1.0)
+        p.close(timeout=0.2)
 
 
 def test_queue_full_blocks_then_raises_after_the_timeout(cluster: Cluster) -> None:
-    p = _producer(cluster, max_queued_messages=3, queue_full_timeout_ms=400)
+    p = _producer(cluster, max_queued_messages=3, queue_full_timeout_ms=150)
     try:
         for i in range(3):
             p.produce(b"m%d" % i)
@@ -165,9 +167,9 @@ def test_queue_full_blocks_then_raises_after_the_timeout(cluster: Cluster) -> No
         with pytest.raises(ProducerQueueFullError):
             p.produce(b"blocked")
         waited = time.monotonic() - t0
-        assert 0.35 <= waited < 3.0, waited
+        assert 0.13 <= waited < 3.0, waited
     finally:
-        p.close(timeout=1.0)
+        p.close(timeout=0.2)
 
 
 def test_blocked_produce_resumes_when_space_frees(cluster: Cluster) -> None:
@@ -184,7 +186,7 @@ def test_blocked_produce_resumes_when_space_frees(cluster: Cluster) -> None:
         assert all(isinstance(f.exception(timeout=1), DeliveryTimeoutError) for f in first)
         assert not third.done() or third.exception() is not None
     finally:
-        p.close(timeout=1.0)
+        p.close(timeout=0.2)
 
 
 def test_flush_with_timeout_returns_the_unreported_count(cluster: Cluster) -> None:
@@ -192,13 +194,13 @@ def test_flush_with_timeout_returns_the_unreported_count(cluster: Cluster) -> No
     try:
         futures = [p.produce(b"v%d" % i, partition=i % 3) for i in range(7)]
         t0 = time.monotonic()
-        left = p.flush(timeout=0.3)
+        left = p.flush(timeout=0.15)
         elapsed = time.monotonic() - t0
         assert left == 7
-        assert 0.25 <= elapsed < 2.0, elapsed
+        assert 0.13 <= elapsed < 2.0, elapsed
         assert not any(f.done() for f in futures)
     finally:
-        p.close(timeout=0.5)
+        p.close(timeout=0.2)
 
 
 def test_close_with_dead_cluster_is_bounded_and_fails_every_future(cluster: Cluster) -> None:
@@ -206,7 +208,7 @@ def test_close_with_dead_cluster_is_bounded_and_fails_every_future(cluster: Clus
     seen: list[DeliveryFuture] = []
     futures = [p.produce(b"v%d" % i, callback=seen.append) for i in range(50)]
     t0 = time.monotonic()
-    p.close(timeout=0.5)
+    p.close(timeout=0.2)
     elapsed = time.monotonic() - t0
     assert elapsed < 2.5, elapsed
     assert all(f.done() for f in futures)
@@ -226,13 +228,13 @@ def test_close_with_dead_cluster_idempotent(cluster: Cluster) -> None:
     p = BackgroundProducer(cluster, cluster._topics["t"], retry_backoff_ms=20)
     futures = [p.produce(b"v") for _ in range(10)]
     t0 = time.monotonic()
-    p.close(timeout=0.5)
+    p.close(timeout=0.2)
     assert time.monotonic() - t0 < 2.5
     assert all(f.done() and f.exception() is not None for f in futures)
 
 
 def test_delivery_timeout_fails_futures(cluster: Cluster) -> None:
-    with _producer(cluster, delivery_timeout_ms=300) as p:
+    with _producer(cluster, delivery_timeout_ms=100) as p:
         t0 = time.monotonic()
         futures = [p.produce(b"v%d" % i) for i in range(20)]
         for f in futures:
@@ -251,13 +253,13 @@ def test_result_timeout_raises_kafka_timeout_error(cluster: Cluster) -> None:
         with pytest.raises(KafkaTimeoutError):
             f.result(timeout=0.1)
         assert not f.done()
-        p.close(timeout=0.3)
+        p.close(timeout=0.1)
         assert f.done()
 
 
 def test_produce_after_close_raises(cluster: Cluster) -> None:
     p = _producer(cluster)
-    p.close(timeout=0.5)
+    p.close(timeout=0.2)
     with pytest.raises(ProducerClosedError):
         p.produce(b"late")
     p.close()  # twice is fine
@@ -273,7 +275,7 @@ def test_produce_after_close_raises(cluster: Cluster) -> None:
 
 def test_callbacks_and_add_done_callback_run_once(cluster: Cluster) -> None:
     calls: list[str] = []
-    with _producer(cluster, delivery_timeout_ms=200) as p:
+    with _producer(cluster, delivery_timeout_ms=100) as p:
         f = p.produce(b"v", callback=lambda fut: calls.append("cb"))
         f.add_done_callback(lambda fut: calls.append("added"))
         assert f.exception(timeout=5) is not None
@@ -286,7 +288,7 @@ def test_raising_callback_does_not_kill_the_sender(cluster: Cluster) -> None:
     def boom(_: DeliveryFuture) -> None:
         raise RuntimeError("user bug")
 
-    with _producer(cluster, delivery_timeout_ms=200) as p:
+    with _producer(cluster, delivery_timeout_ms=100) as p:
         a = p.produce(b"a", callback=boom)
         assert a.exception(timeout=5) is not None
         b = p.produce(b"b")
@@ -298,7 +300,7 @@ def test_add_done_callback_races_with_completion(cluster: Cluster) -> None:
     """A callback added while the sender resolves the future is never lost."""
     with _producer(cluster, delivery_timeout_ms=50, linger_ms=0) as p:
         lost = 0
-        for _ in range(30):
+        for _ in range(effort(30, 8)):
             futures = [p.produce(b"v") for _ in range(50)]
             hits: list[int] = []
             for f in futures:
@@ -312,7 +314,7 @@ def test_add_done_callback_races_with_completion(cluster: Cluster) -> None:
 
 
 def test_garbage_collected_producer_warns_and_fails_its_messages(cluster: Cluster) -> None:
-    p = _producer(cluster, delivery_timeout_ms=300)
+    p = _producer(cluster, delivery_timeout_ms=100)
     futures = [p.produce(b"v%d" % i) for i in range(5)]
     sender = p._sender
     with warnings.catch_warnings(record=True) as caught:
@@ -325,7 +327,7 @@ def test_garbage_collected_producer_warns_and_fails_its_messages(cluster: Cluste
 
 
 def test_forked_child_cannot_produce(cluster: Cluster) -> None:
-    with _producer(cluster, delivery_timeout_ms=300) as p:
+    with _producer(cluster, delivery_timeout_ms=100) as p:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never return into pytest
@@ -371,7 +373,7 @@ def test_delivery_reports_bound_the_queue(cluster: Cluster) -> None:
         with pytest.raises(ProducerQueueFullError):
             p.produce(b"full again")
     finally:
-        p.close(timeout=0.5)
+        p.close(timeout=0.2)
 
 
 def test_flush_waits_for_batches_between_accumulator_and_engine(
@@ -398,7 +400,7 @@ def test_flush_waits_for_batches_between_accumulator_and_engine(
 
 def test_flush_runs_callbacks_before_returning(cluster: Cluster) -> None:
     calls: list[int] = []
-    with _producer(cluster, delivery_timeout_ms=200) as p:
+    with _producer(cluster, delivery_timeout_ms=100) as p:
         for i in range(20):
             p.produce(b"v", partition=i % 3, callback=lambda f, i=i: calls.append(i))  # type: ignore[misc]
         assert p.flush(timeout=10) == 0
