@@ -62,7 +62,7 @@ def test_unkeyed_messages_share_the_sticky_batch(cluster: Cluster) -> None:
         assert all(f.key is None for f in futures)
         assert p.metrics()["queued_messages"] == 50
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 def test_mixed_keys_and_headers_keep_columns_aligned(cluster: Cluster) -> None:
@@ -89,7 +89,7 @@ def test_mixed_keys_and_headers_keep_columns_aligned(cluster: Cluster) -> None:
         assert futures[2].key == b"k"
         assert futures[3]._size() == record_size(None, b"d", [("h", b"1")])
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 def test_keyed_fast_path_after_unkeyed_sticky_batch(cluster: Cluster) -> None:
@@ -106,7 +106,7 @@ def test_keyed_fast_path_after_unkeyed_sticky_batch(cluster: Cluster) -> None:
         assert batch.keys == [None, key, None]
         _columns_aligned(batch)
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 @pytest.mark.parametrize("partitioner", [None, StickyPartitioner(), hashing_partitioner])
@@ -119,7 +119,7 @@ def test_keyed_messages_land_where_java_puts_them(cluster: Cluster, partitioner:
         placed = [_batch(p.produce(b"v", partition_key=key)).partition for key in keys]
         assert placed == [partition_id_for_key(key, 3) for key in keys]
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 def test_custom_partitioners_are_always_asked(cluster: Cluster) -> None:
@@ -136,7 +136,7 @@ def test_custom_partitioners_are_always_asked(cluster: Cluster) -> None:
         assert calls == [b"k%d" % i for i in range(20)]
         assert {_batch(f).partition for f in futures} == {2}
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
     custom_hash = HashingPartitioner(hash_func=lambda key: 1)
     p = _producer(cluster, partitioner=custom_hash)
@@ -144,7 +144,7 @@ def test_custom_partitioners_are_always_asked(cluster: Cluster) -> None:
         futures = [p.produce(b"v", partition_key=b"k%d" % i) for i in range(20)]
         assert {_batch(f).partition for f in futures} == {1}
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 def test_full_batch_closes_and_the_next_message_opens_another(cluster: Cluster) -> None:
@@ -156,7 +156,7 @@ def test_full_batch_closes_and_the_next_message_opens_another(cluster: Cluster) 
         for b in dict.fromkeys(batches):
             _columns_aligned(b)
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 def test_byte_bound_closes_the_batch(cluster: Cluster) -> None:
@@ -172,7 +172,7 @@ def test_byte_bound_closes_the_batch(cluster: Cluster) -> None:
         assert len(batches) > 1
         assert all(b.size <= 2048 for b in batches)
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 def test_queue_bound_holds_on_the_fast_path(cluster: Cluster) -> None:
@@ -185,7 +185,7 @@ def test_queue_bound_holds_on_the_fast_path(cluster: Cluster) -> None:
         with pytest.raises(ProducerQueueFullError):
             p.produce(b"v", partition_key=b"k")
     finally:
-        p.close(0.5)
+        p.close(0.1)
 
 
 def test_callback_given_to_produce_runs_once(cluster: Cluster) -> None:
@@ -199,7 +199,7 @@ def test_callback_given_to_produce_runs_once(cluster: Cluster) -> None:
     p = _producer(cluster)
     futures = [p.produce(b"v%d" % i, callback=callback) for i in range(10)]
     futures[3].add_done_callback(callback)
-    p.close(0.5)  # the dead cluster fails every message: callbacks run
+    p.close(0.1)  # the dead cluster fails every message: callbacks run
     assert sorted(map(id, seen)) == sorted(map(id, [*futures, futures[3]]))
     assert all(f.done() and f.exception() is not None for f in futures)
 
@@ -207,7 +207,7 @@ def test_callback_given_to_produce_runs_once(cluster: Cluster) -> None:
 def test_closed_producer_refuses_on_the_fast_path(cluster: Cluster) -> None:
     p = _producer(cluster)
     p.produce(b"v")
-    p.close(0.5)
+    p.close(0.1)
     with pytest.raises(ProducerClosedError):
         p.produce(b"v")
     with pytest.raises(ProducerClosedError):
@@ -221,4 +221,4 @@ def test_serializers_take_the_general_path(cluster: Cluster) -> None:
         assert [f.value for f in futures] == [b"b'raw'", b"b'raw'"]
         assert futures[1].key == b"k"
     finally:
-        p.close(0.5)
+        p.close(0.1)
