@@ -34,11 +34,14 @@ def _make_tables() -> list[list[int]]:
     return tables
 
 
-_T = _make_tables()
+# Built by the first pure-Python call: users of the C function never need them.
+_T: list[list[int]] = []
 
 
 def crc32c_py(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """Pure-Python CRC-32C of ``data``, continuing from a previous ``value``."""
+    if not _T:
+        _T[:] = _make_tables()  # one atomic replacement, whichever thread gets here
     t0, t1, t2, t3, t4, t5, t6, t7 = _T
     crc = value ^ 0xFFFFFFFF
     buf = bytes(data)
