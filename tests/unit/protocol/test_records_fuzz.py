@@ -145,7 +145,8 @@ def test_compressed_bomb_inside_batch_is_refused() -> None:
 def test_large_hostile_input_is_linear() -> None:
     rnd = random.Random(5)
     blob = bytes(rnd.getrandbits(8) for _ in range(200_000))
+    copies = effort(2000, 500)
     start = time.perf_counter()
     decode_or_protocol_error(blob)
-    decode_or_protocol_error(sample_batch() * 2000)
-    assert time.perf_counter() - start < 5
+    decode_or_protocol_error(sample_batch() * copies)
+    assert time.perf_counter() - start < 5 * copies / 2000  # 2.5 ms a batch at most
