@@ -8,6 +8,7 @@ import io
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ from grete.cli.perf import PerfStats, Throttle
 from grete.cli.produce import LineReader, Stats, _lines
 from grete.protocol.compression import CompressionType
 from grete.security import SaslPlain, SaslScram
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The ``python -m grete`` processes below write and reuse one bytecode cache
+    outside the tree: with PYTHONDONTWRITEBYTECODE set, as on some CI machines,
+    each would compile all of grete again (about 0.25 s a process)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+        mp.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.mktemp("pycache")))
+        yield
 
 
 def run_cli(
