@@ -404,10 +404,12 @@ def _encode_columns(
     if n > _M:
         return None
     top = n
+    dmax = 0
     if deltas is not None:
         if min(deltas) < 0:
             return None
-        top = max(top, max(deltas))
+        dmax = max(deltas)
+        top = max(top, dmax)
     vlens, vpieces = _lengths(values)
     top = max(top, max(vlens))
     klens: list[int] = []
@@ -420,11 +422,13 @@ def _encode_columns(
             return None
         _grow(top, n)
 
-    if deltas is None and headers is None and vlens.count(vlens[0]) == n:
-        if keys is None:
-            return _encode_uniform(vpieces, None, -2, vlens[0], n)
-        if klens.count(klens[0]) == n:
-            return _encode_uniform(vpieces, kpieces, klens[0], vlens[0], n)
+    if headers is None and vlens.count(vlens[0]) == n:
+        uniform_keys = keys is None or klens.count(klens[0]) == n
+        klen = -2 if keys is None else klens[0]
+        if deltas is None and uniform_keys:
+            return _encode_uniform(vpieces, kpieces if keys else None, klen, vlens[0], n)
+        if deltas is not None and uniform_keys and dmax < len(_TS_BYTE):
+            return _encode_uniform_ts(vpieces, kpieces if keys else None, klen, vlens[0], deltas, n)
 
     # Fixed one-byte fields not covered by a column: attributes and a zero timestamp
     # delta (unless the timestamp column holds them), a null key length (unless there
@@ -543,6 +547,68 @@ def _encode_uniform(
         parts[1:stop:4] = keys
         parts[2:stop:4] = [_LEN[vlen]] * n
         parts[3:stop:4] = values
+    parts[stop] = b"\x00"
+    return parts
+
+
+# Timestamp deltas 0..63 as zigzag varints: one byte each, the same size as the
+# zero delta, so records with such deltas have the lengths of the uniform case.
+_TS_BYTE: list[bytes] = [bytes((2 * d,)) for d in range(64)]
+_UNIFORM_TS_CACHE: dict[tuple[int, int], tuple[list[bytes], list[bytes]]] = {}
+
+
+def _uniform_ts_pieces(klen: int, vlen: int, n: int) -> tuple[list[bytes], list[bytes]]:
+    """The uniform prefixes of :func:`_uniform_prefixes` cut around the
+    timestamp delta: (length + attributes) and (offset delta + key or value
+    length), per offset. The delta byte goes between them."""
+    cache_key = (klen, vlen)
+    cached = _UNIFORM_TS_CACHE.get(cache_key)
+    if cached is not None and len(cached[0]) >= n:
+        return cached
+    if len(_UNIFORM_TS_CACHE) >= _UNIFORM_CACHE_MAX:
+        _UNIFORM_TS_CACHE.clear()
+    size = n if cached is None else min(max(n, 2 * len(cached[0])), _O)
+    if klen == -2:
+        fixed, extra, tail = _FIXED[4], _SIZE[vlen], b"\x01" + _LEN[vlen]
+    else:
+        fixed, extra, tail = _FIXED[3], _SIZE[vlen] + _SIZE[klen], _LEN[klen]
+    top = fixed[size - 1] + extra
+    if top >= _L and not _fits(top):
+        size = n
+    heads = [z + b"\x00" for z in map(_LENZ.__getitem__, [f + extra for f in fixed[:size]])]
+    heads[0] = heads[0][1:]  # no previous record's header count before the first
+    tails = [b + tail for b in _LEN[:size]]
+    _UNIFORM_TS_CACHE[cache_key] = heads, tails
+    return heads, tails
+
+
+def _encode_uniform_ts(
+    values: Sequence[bytes],
+    keys: Sequence[bytes] | None,
+    klen: int,
+    vlen: int,
+    deltas: list[int],
+    n: int,
+) -> list[bytes] | None:
+    """:func:`_encode_uniform` for records whose timestamps differ by less than
+    64 ms (what a producer appending as messages come gives): one more piece
+    per record, instead of the column layout's per-record length arithmetic."""
+    top = _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)]
+    if top >= _L and not _fits(top):
+        return None
+    heads, tails = _uniform_ts_pieces(klen, vlen, n)
+    k = 4 if keys is None else 6
+    stop = k * n
+    parts: list[bytes] = [b""] * (stop + 1)
+    parts[0:stop:k] = heads[:n]
+    parts[1:stop:k] = list(map(_TS_BYTE.__getitem__, deltas))
+    parts[2:stop:k] = tails[:n]
+    if keys is None:
+        parts[3:stop:k] = values
+    else:
+        parts[3:stop:k] = keys
+        parts[4:stop:k] = [_LEN[vlen]] * n
+        parts[5:stop:k] = values
     parts[stop] = b"\x00"
     return parts
 
