@@ -20,6 +20,14 @@ Two implementations live here:
 The extension is checked against Kafka's own test vectors at import time: if a
 future release changed its seed or tail semantics we would silently route keys
 to other partitions than the Java client, which is far worse than being slow.
+
+The extension releases the GIL on every call. Beside idle threads (a producer's
+sender waiting in select) it is still the faster choice (~0.3 us against ~2 us
+for the pure version, and 25% more keyed messages/s through the background
+producer); beside a thread that is busy computing, each call may hand it the
+GIL and wait for it back (measured: ~160 us per call against a spinning thread).
+Applications in that situation should uninstall ``murmurhash2`` to keep the
+pure version, which never lets go of the GIL.
 """
 
 from __future__ import annotations
@@ -42,9 +50,8 @@ __all__ = [
 
 #: Kafka's seed, ``0x9747b28c`` (the Java ``int`` is negative; the bits are what count).
 SEED: Final = 0x9747B28C
-_M: Final = 0x5BD1E995
-_R: Final = 24
-_MASK32: Final = 0xFFFFFFFF
+# murmur2's multiplier 0x5BD1E995 and shift 24 are written inline below: a literal is
+# a constant load, a module global a dict lookup, in the per-key loop.
 _POSITIVE: Final = 0x7FFFFFFF
 
 #: The cases of Kafka's ``UtilsTest.testMurmur2`` (clients/src/test/java/org/apache/kafka/
@@ -57,10 +64,6 @@ KAFKA_VECTORS: Final[dict[bytes, int]] = {
     b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
     b"abc": 479470107,
 }
-
-# Little-endian regardless of the host: Kafka assembles each 4-byte block as
-# data[i] | data[i+1] << 8 | ..., i.e. little-endian, on every JVM.
-_U32LE: Final = struct.Struct("<I")
 
 
 def _to_signed(h: int) -> int:
@@ -76,21 +79,22 @@ def to_positive(n: int) -> int:
 def _murmur2_unsigned(data: bytes) -> int:
     """Kafka's murmur2 as an unsigned 32-bit number.
 
-    Python ints never overflow, so every multiplication is masked to 32 bits to
-    get Java's wrap-around; the right shifts are Java's ``>>>`` (logical), which
-    is what ``>>`` on a non-negative Python int already is.
+    Python ints never overflow, so products are masked to 32 bits to get
+    Java's wrap-around; the right shifts are Java's ``>>>`` (logical), which is
+    what ``>>`` on a non-negative Python int already is. ``h`` is masked once
+    per block rather than after each step: ``(a * m) mod 2**32`` and
+    ``(a ^ b) mod 2**32`` only depend on the low 32 bits of ``a`` and ``b``.
     """
     length = len(data)
-    m = _M
-    mask = _MASK32
-    r = _R
-    h = (SEED ^ length) & mask
+    h = SEED ^ length
     tail = length & ~3
-    # iter_unpack does the block assembly in C; the loop body is the only Python work.
-    for (k,) in _U32LE.iter_unpack(memoryview(data)[:tail]):
-        k = (k * m) & mask
-        # Masking once after the xor is enough: xor never carries between bits.
-        h = ((h * m) ^ ((k ^ (k >> r)) * m)) & mask
+    if tail:
+        unpack = _BLOCKS.get(tail)
+        if unpack is None:
+            unpack = _blocks_unpacker(tail)
+        for k in unpack(data):
+            k = (k * 0x5BD1E995) & 0xFFFFFFFF
+            h = ((h * 0x5BD1E995) ^ ((k ^ (k >> 24)) * 0x5BD1E995)) & 0xFFFFFFFF
 
     # Kafka's switch falls through: 3 bytes left mixes all three, then multiplies once.
     rest = length - tail
@@ -99,13 +103,25 @@ def _murmur2_unsigned(data: bytes) -> int:
             h ^= data[tail + 2] << 16
         if rest >= 2:
             h ^= data[tail + 1] << 8
-        h ^= data[tail]
-        h = (h * m) & mask
+        h = ((h ^ data[tail]) * 0x5BD1E995) & 0xFFFFFFFF
 
     h ^= h >> 13
-    h = (h * m) & mask
-    h ^= h >> 15
-    return h
+    h = (h * 0x5BD1E995) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+# Little-endian 32-bit blocks of a key, by the key's whole-block byte length: one
+# C call unpacks them all (keys are short, and come in few lengths). Little-endian
+# regardless of the host: Kafka assembles each 4-byte block as
+# data[i] | data[i+1] << 8 | ..., i.e. little-endian, on every JVM.
+_BLOCKS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}
+
+
+def _blocks_unpacker(tail: int) -> Callable[[bytes], tuple[int, ...]]:
+    unpack = struct.Struct(f"<{tail >> 2}I").unpack_from
+    if len(_BLOCKS) < 256:  # bounded: odd key lengths must not grow it forever
+        _BLOCKS[tail] = unpack
+    return unpack
 
 
 def murmur2_pure(data: bytes) -> int:

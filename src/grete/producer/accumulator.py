@@ -95,24 +95,35 @@ class Accumulator:
         if self._on_new_batch is not None:
             self._on_new_batch(partition)
 
-    def drain(self, now: float, force: bool = False) -> list[ProducerBatch]:
+    def drain(
+        self,
+        now: float,
+        force: bool = False,
+        hold: Callable[[ProducerBatch], bool] | None = None,
+    ) -> list[ProducerBatch]:
         """Batches to send now: full ones, those open for ``linger_s``, or all
-        when ``force`` (flush, close, or the end of a synchronous call)."""
+        when ``force`` (flush, close, or the end of a synchronous call).
+
+        ``hold(batch)`` True keeps a lingered batch open and filling: its
+        partition could not send it yet anyway (see ``ProduceEngine.backlogged``).
+        Full batches are never held."""
         ready, self._ready = self._ready, []
         for partition, batch in list(self.open_batches.items()):
-            if force or now - batch.created >= self.linger_s:
+            if force or (
+                now - batch.created >= self.linger_s and (hold is None or not hold(batch))
+            ):
                 self.close(partition, batch)
         ready.extend(self._ready)
         self._ready = []
         return ready
 
-    def next_deadline(self) -> float | None:
-        """When the oldest open batch has lingered enough (None: nothing open)."""
+    def next_deadline(self, hold: Callable[[ProducerBatch], bool] | None = None) -> float | None:
+        """When the oldest open batch not held (see :meth:`drain`) has lingered
+        enough; None when there is none."""
         if self._ready:
             return 0.0
-        if not self.open_batches:
-            return None
-        return min(b.created for b in self.open_batches.values()) + self.linger_s
+        created = [b.created for b in self.open_batches.values() if hold is None or not hold(b)]
+        return min(created) + self.linger_s if created else None
 
     def take_all(self) -> list[ProducerBatch]:
         """Everything, ready or not (to fail it on close)."""

@@ -200,10 +200,11 @@ class _Sender:
         try:
             while True:
                 now = time.monotonic()
+                hold = self._holder(now)
                 with self.lock:
                     force = self.flushing > 0 or self.closing
-                    batches = self.acc.drain(now, force=force)
-                    deadline = self.acc.next_deadline()
+                    batches = self.acc.drain(now, force=force, hold=hold)
+                    deadline = self.acc.next_deadline(hold)
                     closing = self.closing
                 for batch in batches:
                     engine.add(batch)
@@ -227,6 +228,19 @@ class _Sender:
             engine.fail_all(error)
         finally:
             self.stopped.set()
+
+    def _holder(self, now: float) -> Callable[[ProducerBatch], bool]:
+        """Which lingered batches stay open and filling: those whose partition
+        has batches waiting to be sent already (sending them now would only
+        queue one more small batch, each needing its own request). Never past
+        half the delivery timeout, so a held batch still gets its retries."""
+        backlogged = self.engine.backlogged
+        oldest = now - self.delivery_timeout_s / 2
+
+        def hold(batch: ProducerBatch) -> bool:
+            return batch.created > oldest and backlogged(batch.topic, batch.partition)
+
+        return hold
 
     def _deadline_of(self, batch: ProducerBatch) -> float:
         return batch.created + self.delivery_timeout_s

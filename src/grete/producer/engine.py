@@ -148,6 +148,14 @@ class ProduceEngine:
     def queued(self) -> int:
         return self._queued
 
+    def backlogged(self, topic: str, partition: int) -> bool:
+        """Whether a new batch for this partition would only wait here: some of
+        its batches are not sent yet, or it has ``max_in_flight`` requests out.
+        A front end keeps filling its open batch meanwhile (as the Java client
+        does), rather than queueing many small ones that each need a request."""
+        state = self._partitions.get((topic, partition))
+        return state is not None and (bool(state.queue) or state.in_flight >= self.max_in_flight)
+
     def set_producer_id(self, producer_id: int, epoch: int) -> None:
         """Adopt a new identity; every partition's sequence restarts at 0."""
         self.producer_id, self.producer_epoch = producer_id, epoch

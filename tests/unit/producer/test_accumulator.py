@@ -115,3 +115,36 @@ def test_no_hook_is_fine() -> None:
     acc = Accumulator("t", max_records=1, max_bytes=1000)
     assert _add(acc, 0, b"a", 0.0) is True
     assert len(acc.drain(0.0)) == 1
+
+
+def test_held_batches_keep_filling_past_linger() -> None:
+    # A partition whose earlier batches still wait to be sent keeps its open batch
+    # open (and filling) after linger: one bigger batch instead of many small ones.
+    acc = _acc(max_records=100, linger_s=0.005)
+    held = {0}
+
+    def hold(batch: object) -> bool:
+        return getattr(batch, "partition", None) in held
+
+    _add(acc, 0, b"a", 0.0)
+    _add(acc, 1, b"b", 0.0)
+    assert [b.partition for b in acc.drain(1.0, hold=hold)] == [1]
+    _add(acc, 0, b"c", 1.0)  # the held batch takes more records
+    assert acc.next_deadline(hold) is None  # nothing to wake up for but the backlog
+    assert acc.next_deadline() == 0.005  # without a hold it would be due
+    held.clear()
+    (batch,) = acc.drain(1.0, hold=hold)
+    assert batch.values == [b"a", b"c"]
+
+
+def test_full_and_forced_batches_are_never_held() -> None:
+    acc = _acc(max_records=2, linger_s=0.005)
+
+    def hold(batch: object) -> bool:
+        return True
+
+    _add(acc, 0, b"a", 0.0)
+    _add(acc, 0, b"b", 0.0)  # full
+    _add(acc, 1, b"c", 0.0)
+    assert [b.values for b in acc.drain(1.0, hold=hold)] == [[b"a", b"b"]]
+    assert [b.values for b in acc.drain(1.0, force=True, hold=hold)] == [[b"c"]]

@@ -553,3 +553,18 @@ def test_errors_after_append_mark_maybe_written(code: int) -> None:
     h.answer(h.only_plan(), {0: code})
     ((b, _o, _t, error),) = h.done
     assert b is batch and error is not None and batch.maybe_written is True
+
+
+def test_backlogged_while_batches_wait_or_in_flight_is_full() -> None:
+    h = Harness()
+    assert not h.engine.backlogged(TOPIC, 0)  # never seen
+    h.add(0, 1)
+    assert h.engine.backlogged(TOPIC, 0)  # queued, not sent
+    plan = h.only_plan()
+    assert not h.engine.backlogged(TOPIC, 0)  # in flight, room for more
+    for _ in range(h.engine.max_in_flight - 1):
+        h.add(0, 1)
+        h.plan()
+    assert h.engine.backlogged(TOPIC, 0)  # max_in_flight requests out
+    h.answer(plan)
+    assert not h.engine.backlogged(TOPIC, 0)
