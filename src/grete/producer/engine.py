@@ -471,7 +471,7 @@ class ProduceEngine:
         """Requeue without spending an attempt, unless the delivery timeout ran out."""
         if self._expired(batch, now) or self.closing_error is not None:
             self._gap(batch)
-            self._finish(batch, -1, -1, error)
+            self._finish(batch, -1, -1, self._final_error(batch, now, error, True))
             return
         batch.attempts -= 1
         self._requeue(batch, self._state(batch), now, count=False)
@@ -488,7 +488,19 @@ class ProduceEngine:
             self._requeue(batch, self._state(batch), now, count=True)
             return
         self._gap(batch)
-        self._finish(batch, -1, -1, error)
+        self._finish(batch, -1, -1, self._final_error(batch, now, error, retriable))
+
+    def _final_error(
+        self, batch: ProducerBatch, now: float, error: KafkaError, retriable: bool
+    ) -> KafkaError:
+        """What a batch given up on reports: a retriable error met after its
+        delivery timeout ran out is a delivery timeout (naming that error),
+        whichever noticed first, this answer or :meth:`expire`."""
+        from grete.producer.errors import DeliveryTimeoutError
+
+        if retriable and self.closing_error is None and self._expired(batch, now):
+            return DeliveryTimeoutError(batch.topic, batch.partition, batch.maybe_written, error)
+        return error
 
     def _gap(self, batch: ProducerBatch) -> None:
         """``batch`` leaves its partition's sequence for good; later batches

@@ -32,10 +32,20 @@ class ProducerQueueFullError(KafkaError):
 class DeliveryTimeoutError(KafkaError):
     """A message's ``delivery_timeout_ms`` ran out before it was acknowledged."""
 
-    def __init__(self, topic: str, partition: int, maybe_written: bool) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        maybe_written: bool,
+        last_error: KafkaError | None = None,
+    ) -> None:
         how = "it may have been written" if maybe_written else "it was not written"
-        super().__init__(f"delivery to {topic}/{partition} timed out ({how})")
+        why = "" if last_error is None else f"; last error: {last_error}"
+        super().__init__(f"delivery to {topic}/{partition} timed out ({how}){why}")
         self.maybe_written = maybe_written
+        #: What the last attempt ran into (also the exception's ``__cause__``).
+        self.last_error = last_error
+        self.__cause__ = last_error
 
 
 @dataclass(frozen=True)

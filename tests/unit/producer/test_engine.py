@@ -15,6 +15,7 @@ from grete.errors import (
 )
 from grete.producer.batch import ProducerBatch
 from grete.producer.engine import Plan, ProduceEngine
+from grete.producer.errors import DeliveryTimeoutError
 from grete.protocol.records import decode_batches
 
 TOPIC = "t"
@@ -190,7 +191,8 @@ def test_stale_metadata_waits_end_at_the_delivery_timeout() -> None:
             break
         h.advance(0.5)
     ((b, _o, _t, error),) = h.done
-    assert b is batch and isinstance(error, NotLeaderOrFollower)
+    assert b is batch and isinstance(error, DeliveryTimeoutError)
+    assert isinstance(error.last_error, NotLeaderOrFollower)
     assert h.now - 100.0 >= 3.0
 
 
@@ -318,7 +320,10 @@ def test_unsent_transport_error_does_not_mark_maybe_written() -> None:
     assert batch.maybe_written is False and h.done == [] and batch.attempts == 0
     h.advance(1.5)
     h.engine.on_transport_error(h.only_plan(), KafkaConnectionError("refused"), h.now, sent=False)
-    assert len(h.done) == 1 and isinstance(h.done[0][3], KafkaConnectionError)
+    # Out of time: a delivery timeout (as expire() would say), naming the last error.
+    (error,) = [e for *_, e in h.done]
+    assert isinstance(error, DeliveryTimeoutError) and not error.maybe_written
+    assert isinstance(error.last_error, KafkaConnectionError) and "refused" in str(error)
     assert batch.maybe_written is False
 
 
