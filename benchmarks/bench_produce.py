@@ -262,6 +262,15 @@ def run_grete(
         client.close()
 
 
+# Queue bounds of the clients that queue per message (confluent-kafka, grete-bg):
+# the whole run fits, so neither blocks (or raises BufferError) on its own limit.
+_QUEUE_BYTES = 2 << 30
+
+
+def _queue_messages(case: Case) -> int:
+    return max(case.n + 1000, 100_000)
+
+
 def run_grete_bg(
     spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
 ) -> Outcome:
@@ -278,6 +287,9 @@ def run_grete_bg(
             compression=CompressionType[case.compression.upper()],
             linger_ms=5,
             batch_size=10_000,
+            # The same queue bounds as confluent-kafka gets below (the whole run fits).
+            max_queued_messages=_queue_messages(case),
+            max_buffer_bytes=_QUEUE_BYTES,
             # The default partitioner: murmur2 for keys (as Java), sticky without.
             partitioner=None,
         )
@@ -325,8 +337,8 @@ def run_confluent(
         "compression.type": case.compression,
         # The whole run is queued before flush(); the default 100k limit would make
         # produce() raise BufferError every few thousand messages.
-        "queue.buffering.max.messages": max(case.n + 1000, 100_000),
-        "queue.buffering.max.kbytes": 2 * 1024 * 1024,
+        "queue.buffering.max.messages": _queue_messages(case),
+        "queue.buffering.max.kbytes": _QUEUE_BYTES // 1024,
         # Java-compatible key placement, to match grete's hashing_partitioner.
         "partitioner": "murmur2_random",
         "enable.idempotence": case.acks == -1,
