@@ -69,6 +69,16 @@ class PortInUseError(KafkaStartError):
     """A port the broker must listen on is taken by another process."""
 
 
+def _new_cluster_id() -> str:
+    """A base64url UUID without padding, as KRaft wants for a cluster id, that does
+    not start with "-": the storage tool would take it for an option (Kafka's own
+    ``Uuid.randomUuid`` redraws those too). One id in 64 did, failing the start."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _keep_dirs_from_env() -> bool:
     return os.environ.get("GRETE_KEEP_KAFKA", "").strip().lower() in {"1", "true", "yes"}
 
@@ -180,7 +190,7 @@ class Broker:
             cluster.java,
             f"-Xmx{cluster.heap_mb}m",
             f"-Xms{min(128, cluster.heap_mb)}m",
-            *_JVM_FLAGS,
+            *(_JVM_FLAGS if cluster.tuned_for_tests else ()),
             *cluster.jvm_opts,
             f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.directory}",
@@ -233,6 +243,10 @@ class KafkaCluster:
     mechanisms. TLS: :attr:`ca_file` is the trust anchor; brokers request (but do not
     require) a client certificate, for which :attr:`client_cert_file` and
     :attr:`client_key_file` are provided.
+
+    JVMs: by default small, quick to start and light on CPU (serial GC, the C1
+    compiler only), which suits tests; ``tuned_for_tests=False`` keeps the JVM's own
+    defaults (G1, C2), as a production broker runs: what benchmarks should measure.
     """
 
     def __init__(
@@ -249,6 +263,7 @@ class KafkaCluster:
         startup_timeout: float = 90.0,
         jvm_opts: Sequence[str] = (),
         keep_dirs: bool | None = None,
+        tuned_for_tests: bool = True,
     ) -> None:
         if num_brokers < 1:
             raise ValueError("num_brokers must be at least 1")
@@ -260,11 +275,13 @@ class KafkaCluster:
         self.users: dict[str, str] = dict(users if users is not None else DEFAULT_USERS)
         self.startup_timeout = startup_timeout
         self.jvm_opts = tuple(jvm_opts)
+        # False: the JVM's own defaults (G1, the C2 compiler), as a production broker
+        # runs; slower to start, faster once warm. Benchmarks want that.
+        self.tuned_for_tests = tuned_for_tests
         self.keep_dirs = _keep_dirs_from_env() if keep_dirs is None else keep_dirs
         self._jars_dir = Path(jars_dir) if jars_dir is not None else None
         self._base_dir_arg = Path(base_dir) if base_dir is not None else None
-        # KRaft wants a base64url UUID without padding as the cluster id.
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.cluster_id = _new_cluster_id()
         self.brokers: list[Broker] = []
         self.base_dir: Path | None = None
         self.java = ""
