@@ -243,7 +243,8 @@ def run_grete(
             batch_size=spec["batch_size"],
             compression=CompressionType[case.compression.upper()],
         )
-        messages: list[Any] = list(zip(keys, values, strict=True)) if keys else values
+        # Keyed: an iterator of (key, value) tuples, read once (no 300k-tuple list).
+        messages: Any = zip(keys, values, strict=True) if keys else values
         timer.start()
         try:
             results = producer.produce(messages)

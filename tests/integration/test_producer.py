@@ -190,7 +190,9 @@ def test_hashing_partitioner_matches_librdkafka_murmur2(
     keys = [f"user-{i}".encode() for i in range(500)]
     keys += [bytes([i]) * (i % 13 + 1) for i in range(256)]
     producer = Producer(client.cluster, client.topics[name], partitioner=hashing_partitioner)
-    results = producer.produce([(k, b"v") for k in keys])
+    # An iterator of (key, value) tuples, read once without a copy.
+    results = producer.produce(zip(keys, [b"v"] * len(keys), strict=True))
+    assert len(results) == len(keys)
     assert [r.partition for r in results] == [partition_id_for_key(k, 7) for k in keys]
     reads = consume(kafka_cluster, name, 7, len(keys))
     assert len(reads) == len(keys)

@@ -147,9 +147,11 @@ class Producer:
         """Produce ``messages`` and wait until every one is acknowledged.
 
         Each message is ``bytes``/``str`` (a value), a ``(key, value)`` tuple,
-        or a :class:`~grete.Message`. Returns one :class:`~grete.DeliveryResult`
-        per message, in input order. Raises :class:`~grete.ProduceFailureError`
-        (which carries the results of the others) when any message failed, and
+        or a :class:`~grete.Message`; ``messages`` may be any iterable (an
+        iterator such as ``zip(keys, values)`` is read once, without a copy).
+        Returns one :class:`~grete.DeliveryResult` per message, in input order.
+        Raises :class:`~grete.ProduceFailureError` (which carries the results
+        of the others) when any message failed, and
         :class:`~grete.InvalidMessageError` before sending anything when a
         message is malformed.
         """
@@ -160,12 +162,16 @@ class Producer:
                 raise InvalidMessageError(
                     "produce() takes an iterable of messages, not one message"
                 )
-            batch = messages if isinstance(messages, list) else list(messages)
-            if self._partitioner is random_partitioner and set(map(type, batch)) == {bytes}:
-                return self._produce_values(batch)
-            # Lazily: a sticky partitioner must see each batch close before
-            # it places the next message. Nothing is sent before the loop ends.
-            return self._produce_all(self._normalise(batch))
+            if (
+                isinstance(messages, list)
+                and self._partitioner is random_partitioner
+                and set(map(type, messages)) == {bytes}
+            ):
+                return self._produce_values(messages)
+            # Lazily: a sticky partitioner must see each batch close before it
+            # places the next message, and an iterator (say zip(keys, values))
+            # is read once without a copy. Nothing is sent before the loop ends.
+            return self._produce_all(self._normalise(messages))
 
     def _partition_messages(
         self, messages: Iterable[Any]
