@@ -42,6 +42,7 @@ Callback = Callable[["DeliveryFuture"], None]
 _time_ns = time.time_ns  # ms timestamps as time_ns() // 1e6: 3x cheaper than int(time() * 1000)
 _monotonic = time.monotonic
 _new_object = object.__new__
+_NO_HANDLES = range(0)  # a done batch's handles (see _Sender.batch_done)
 
 # Senders of this process: a child after fork() has their state but not their
 # threads, so they are marked unusable there (checked once per produce()).
@@ -279,6 +280,10 @@ class _Sender:
                 self.unresolved -= n
         else:
             self._release(n, batch.size, resolved=n)
+        # Futures point at their batch and the batch listed them: a cycle, which
+        # only the cyclic GC could free. Done now, the batch needs the list no
+        # more, so futures nobody holds are freed at once by reference counting.
+        batch.handles = _NO_HANDLES
         with self.done_cond:  # flush() waits for callbacks too
             self.done_cond.notify_all()
 

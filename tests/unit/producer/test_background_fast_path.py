@@ -6,6 +6,7 @@ partitions, same bounds. The ``cluster`` fixture's broker is a closed port and
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -222,3 +223,21 @@ def test_serializers_take_the_general_path(cluster: Cluster) -> None:
         assert futures[1].key == b"k"
     finally:
         p.close(0.1)
+
+
+def test_futures_nobody_holds_are_freed_without_the_cyclic_gc(cluster: Cluster) -> None:
+    # A future points at its batch and the batch lists its futures: once the
+    # batch is done the list goes, so fire-and-forget futures die by refcount.
+    gc.collect()
+    gc.disable()
+    try:
+        p = _producer(cluster)
+        held = p.produce(b"kept")
+        for i in range(100):
+            p.produce(b"v%d" % i, partition_key=b"k" if i % 2 else None)
+        p.close(0.1)  # the dead cluster fails them all: their batches are done
+        alive = [o for o in gc.get_objects() if type(o) is DeliveryFuture]
+        assert alive == [held]
+        assert held.done() and held.value == b"kept"
+    finally:
+        gc.enable()
