@@ -499,7 +499,7 @@ class BackgroundProducer:
                             batch.notify = True
                         values.append(value)
                         batch.timestamps.append(ts)  # type: ignore[union-attr]
-                        batch.handles.append(future)  # type: ignore[union-attr]
+                        batch.handles.append(future)  # type: ignore[union-attr, arg-type]
                         if batch.keys is not None or partition_key is not None:
                             batch.add_key(partition_key)
                         if batch.headers is not None:

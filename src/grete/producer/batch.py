@@ -8,6 +8,7 @@ the very same bytes, which is what lets the broker drop duplicates.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 from grete.producer.message import Headers
@@ -57,7 +58,7 @@ class ProducerBatch:
         self.headers: list[Headers | None] | None = None
         # None: every record at base_timestamp (the common case, no column).
         self.timestamps: list[int] | None = []
-        self.handles: list[Any] | range = []
+        self.handles: list[Any] | range | array[int] = []
         self.base_timestamp = 0
         self.size = 0
         self.created = created

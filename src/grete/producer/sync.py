@@ -262,6 +262,7 @@ class Producer:
             max_records=self._batch_size,
             max_bytes=max_bytes,
             on_new_batch=self._partition_done,
+            int_handles=True,
         )
         now = time.monotonic()
         count = 0
