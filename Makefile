@@ -37,7 +37,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 bench: kafka
-	$(BIN)/python benchmarks/bench_produce.py
+	$(BIN)/python benchmarks/bench_produce.py --repeat 2
 
 bench-encode: $(STAMP)
 	$(BIN)/python benchmarks/bench_encode.py

@@ -359,3 +359,48 @@ def test_producer_follows_a_leader_that_stopped_between_calls(
     reads = consume(kafka_cluster, name, 1, 20)
     values = [r.value for r in sorted(reads, key=lambda r: r.offset)]
     assert values == [b"before"] * 10 + [b"after"] * 10
+
+
+@pytest.mark.parametrize("batch_size", [7, 200])
+def test_keyed_list_fast_path_places_orders_and_reports_like_java(
+    kafka_cluster: Any, client: KafkaClient, topic_factory: Any, batch_size: int
+) -> None:
+    """A list of (bytes, bytes) with a Java-compatible partitioner takes the
+    column-wise keyed path: same partitions, per-partition input order, one
+    result per message, and an oversize message failing alone."""
+    name = topic_factory(partitions=5)
+    producer = Producer(
+        client.cluster,
+        client.topics[name],
+        partitioner=hashing_partitioner,
+        batch_size=batch_size,
+        max_request_size=8_192,
+        # Idempotent, so per-partition order holds even across a retry (with
+        # acks=1 and several batches in flight a retried batch may land later).
+        required_acks=-1,
+    )
+    keys = [f"user-{i % 97}".encode() for i in range(1_000)]
+    values = [f"value {i}".encode() for i in range(1_000)]
+    values[321] = b"L" * 20_000  # over max_request_size: fails alone
+    with pytest.raises(ProduceFailureError) as info:
+        producer.produce(list(zip(keys, values, strict=True)))
+    (failure,) = info.value.failures
+    assert failure.index == 321 and isinstance(failure.error, MessageSizeTooLarge)
+    results = info.value.results
+    assert results[321] is None
+    for i, r in enumerate(results):
+        if i != 321:
+            assert r is not None and r.partition == partition_id_for_key(keys[i], 5)
+    reads = consume(kafka_cluster, name, 5, 999)
+    assert len(reads) == 999
+    stored = {(r.partition, r.offset): (r.key, r.value) for r in reads}
+    for i, r in enumerate(results):
+        if r is not None:
+            assert stored[(r.partition, r.offset)] == (keys[i], values[i])
+    # Per partition, the log holds the messages in input order.
+    for p in range(5):
+        in_log = [v for (part, _off), (_k, v) in sorted(stored.items()) if part == p]
+        sent = [
+            v for i, v in enumerate(values) if i != 321 and partition_id_for_key(keys[i], 5) == p
+        ]
+        assert in_log == sent

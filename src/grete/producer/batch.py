@@ -122,9 +122,17 @@ class ProducerBatch:
             self.keys = [None] * (len(self.values) - 1)
         self.keys.append(key)
 
-    def fill(self, values: list[bytes], handles: range, timestamp: int, size: int) -> None:
-        """Make this batch hold ``values`` at once (the sync fast path)."""
+    def fill(
+        self,
+        values: list[bytes],
+        handles: range | array[int],
+        timestamp: int,
+        size: int,
+        keys: list[bytes] | None = None,
+    ) -> None:
+        """Make this batch hold ``values`` (and ``keys``) at once (the sync fast paths)."""
         self.values = values  # type: ignore[assignment]  # read-only from here on
+        self.keys = keys  # type: ignore[assignment]
         self.handles = handles
         self.timestamps = None
         self.base_timestamp = timestamp

@@ -81,6 +81,12 @@ class _PartitionState:
     in_flight_orders: list[tuple[int, ...]] = field(default_factory=list)
     next_sequence: int = 0
     next_order: int = 0
+    # Idempotence: a batch of the current producer id and epoch was acknowledged,
+    # so the broker holds our state for this partition and checks every sequence.
+    # Until then it takes *any* first sequence: with two batches in flight, a
+    # failed first one and an accepted second one would swap places in the log.
+    # So until confirmed, one batch at a time.
+    confirmed: bool = False
 
 
 class ProduceEngine:
@@ -154,7 +160,11 @@ class ProduceEngine:
         A front end keeps filling its open batch meanwhile (as the Java client
         does), rather than queueing many small ones that each need a request."""
         state = self._partitions.get((topic, partition))
-        return state is not None and (bool(state.queue) or state.in_flight >= self.max_in_flight)
+        return state is not None and (bool(state.queue) or state.in_flight >= self._limit(state))
+
+    def _limit(self, state: _PartitionState) -> int:
+        """Batches of a partition that may be in flight at once (see ``confirmed``)."""
+        return self.max_in_flight if state.confirmed or not self.idempotent else 1
 
     def set_producer_id(self, producer_id: int, epoch: int) -> None:
         """Adopt a new identity; every partition's sequence restarts at 0."""
@@ -162,6 +172,7 @@ class ProduceEngine:
         self.needs_epoch_bump = False
         for state in self._partitions.values():
             state.next_sequence = 0
+            state.confirmed = False
             for batch in state.queue:
                 batch.base_sequence = None
 
@@ -247,11 +258,10 @@ class ProduceEngine:
         leader's node id, or None when metadata has none."""
         if self._queued == 0 or (self.idempotent and self.needs_producer_id):
             return []
-        per_partition_limit = self.max_in_flight
         # Group eligible partition heads by leader.
         by_node: dict[int, list[tuple[_PartitionState, ProducerBatch]]] = {}
         for (topic, partition), state in self._partitions.items():
-            if not state.queue or state.in_flight >= per_partition_limit:
+            if not state.queue or state.in_flight >= self._limit(state):
                 continue
             head = state.queue[0]
             if head.retry_at > now:
@@ -329,7 +339,7 @@ class ProduceEngine:
             # The next batch of this partition may ride in the next request.
             if (
                 state.queue
-                and state.in_flight < self.max_in_flight
+                and state.in_flight < self._limit(state)
                 and state.queue[0].retry_at <= now
             ):
                 rest.append((state, state.queue[0]))
@@ -378,9 +388,11 @@ class ProduceEngine:
                 continue
             code = p["error_code"]
             if code == 0:
+                self._state(batch).confirmed = True
                 self._finish(batch, p["base_offset"], p.get("log_append_time_ms", -1), None)
             elif code == _DUPLICATE_SEQUENCE:
                 # Already written by an earlier attempt whose answer was lost.
+                self._state(batch).confirmed = True
                 self._finish(batch, -1, -1, None)
             else:
                 self._broker_error(batch, p, now)

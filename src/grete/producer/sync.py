@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import add, itemgetter
 from typing import Any, overload
 
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError
-from grete.partitioners import random_partitioner
+from grete.partitioners import java_key_hash, random_partitioner
 from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
 from grete.producer.batch import ProducerBatch
 from grete.producer.driver import Driver
@@ -118,6 +121,9 @@ class Producer:
         self._topic = topic
         self._partitioner = partitioner
         self._on_new_batch = getattr(partitioner, "on_new_batch", None)
+        # Java's murmur2 when the partitioner is one of grete's own Java-compatible
+        # ones: lists of (key, value) tuples then take the _produce_keyed path.
+        self._key_hash = java_key_hash(partitioner)
         self._lock = threading.Lock()
         self._closed = False
         self._done: list[tuple[ProducerBatch, int, int]] = []
@@ -162,12 +168,14 @@ class Producer:
                 raise InvalidMessageError(
                     "produce() takes an iterable of messages, not one message"
                 )
-            if (
-                isinstance(messages, list)
-                and self._partitioner is random_partitioner
-                and set(map(type, messages)) == {bytes}
-            ):
-                return self._produce_values(messages)
+            if isinstance(messages, list) and messages:
+                kinds = set(map(type, messages))
+                if kinds == {bytes} and self._partitioner is random_partitioner:
+                    return self._produce_values(messages)
+                if kinds == {tuple} and self._key_hash is not None:
+                    keyed = self._produce_keyed(messages, self._key_hash)
+                    if keyed is not None:
+                        return keyed
             # Lazily: a sticky partitioner must see each batch close before it
             # places the next message, and an iterator (say zip(keys, values))
             # is read once without a copy. Nothing is sent before the loop ends.
@@ -279,6 +287,68 @@ class Producer:
         if self._on_new_batch is not None:
             self._on_new_batch(self._sorted_partitions(), partition)
 
+    def _chunks(self, sizes: list[int]) -> Iterator[tuple[int, int, int]]:
+        """Cut consecutive records of one partition into batches: ``(start,
+        end, bytes)`` by ``batch_size`` and ``max_request_size``. A chunk over
+        the byte bound is a single record too large to send."""
+        max_batch, max_bytes = self._batch_size, self._max_request_size - BATCH_OVERHEAD
+        n, start = len(sizes), 0
+        while start < n:
+            end = min(n, start + max_batch)
+            total = sum(sizes[start:end])
+            while total > max_bytes and end > start + 1:
+                # Rare: large records. Shrink to what fits in one request.
+                end = start + max(1, (end - start) // 2)
+                total = sum(sizes[start:end])
+            yield start, end, total
+            start = end
+
+    def _produce_keyed(
+        self, messages: list[Any], key_hash: Callable[[bytes], int]
+    ) -> Sequence[DeliveryResult] | None:
+        """The keyed fast path: ``(key, value)`` tuples of ``bytes`` with a
+        Java-compatible partitioner. The columns are split and grouped by
+        partition with C-level passes (map, sort), so Python runs per batch,
+        not per message. None: not that shape, take the general path."""
+        if set(map(len, messages)) != {2}:
+            return None
+        keys: list[bytes] = list(map(itemgetter(0), messages))
+        values: list[bytes] = list(map(itemgetter(1), messages))
+        if set(map(type, keys)) != {bytes} or set(map(type, values)) != {bytes}:
+            return None
+        topic = self._topic if self._topic.partitions else self._cluster.topics[self._topic.name]
+        count = len(topic.partitions)
+        if not count or set(topic.partitions) != set(range(count)):
+            return None  # ids not 0..n-1: the partitioner's own lookup decides
+        pids = [(h & 0x7FFFFFFF) % count for h in map(key_hash, keys)]
+        order = sorted(range(len(keys)), key=pids.__getitem__)  # stable: input order kept
+        placed = list(map(pids.__getitem__, order))
+        failures: list[MessageFailure] = []
+        batches: list[ProducerBatch] = []
+        now_ms, created = int(time.time() * 1000), time.monotonic()
+        for pid in range(count):
+            indexes = order[bisect_left(placed, pid) : bisect_left(placed, pid + 1)]
+            if not indexes:
+                continue
+            pkeys = list(map(keys.__getitem__, indexes))
+            pvalues = list(map(values.__getitem__, indexes))
+            sizes = [RECORD_OVERHEAD + n for n in map(add, map(len, pkeys), map(len, pvalues))]
+            for start, end, total in self._chunks(sizes):
+                if total > self._max_request_size - BATCH_OVERHEAD:
+                    index = indexes[start]
+                    failures.append(MessageFailure(index, self._too_large(index, total), False))
+                    continue
+                batch = ProducerBatch(self._topic.name, pid, created)
+                batch.fill(
+                    pvalues[start:end],
+                    array("q", indexes[start:end]),
+                    now_ms,
+                    total,
+                    keys=pkeys[start:end],
+                )
+                batches.append(batch)
+        return self._send_batches(len(keys), batches, failures)
+
     def _produce_values(self, values: list[bytes]) -> Sequence[DeliveryResult]:
         """The fast path: unkeyed ``bytes`` values with the random partitioner.
 
@@ -290,25 +360,16 @@ class Producer:
         failures: list[MessageFailure] = []
         batches: list[ProducerBatch] = []
         partitions = self._sorted_partitions()
-        max_batch, max_bytes = self._batch_size, self._max_request_size - BATCH_OVERHEAD
         now_ms, created = int(time.time() * 1000), time.monotonic()
-        sizes = list(map(len, values))
-        n, start = len(values), 0
-        while start < n:
-            end = min(n, start + max_batch)
-            total = sum(sizes[start:end]) + RECORD_OVERHEAD * (end - start)
-            while total > max_bytes and end > start + 1:
-                # Rare: large values. Shrink to what fits in one request.
-                end = start + max(1, (end - start) // 2)
-                total = sum(sizes[start:end]) + RECORD_OVERHEAD * (end - start)
-            if total > max_bytes:
+        sizes = [RECORD_OVERHEAD + n for n in map(len, values)]
+        for start, end, total in self._chunks(sizes):
+            if total > self._max_request_size - BATCH_OVERHEAD:
                 failures.append(MessageFailure(start, self._too_large(start, total), False))
             else:
                 batch = ProducerBatch(self._topic.name, random_partitioner(partitions).id, created)
                 batch.fill(values[start:end], range(start, end), now_ms, total)
                 batches.append(batch)
-            start = end
-        return self._send_batches(n, batches, failures)
+        return self._send_batches(len(values), batches, failures)
 
     def _too_large(self, index: int, size: int) -> KafkaError:
         from grete.errors import MessageSizeTooLarge

@@ -88,6 +88,12 @@ class Harness:
         self.now += seconds
 
 
+def _confirmed(h: Harness, partition: int) -> None:
+    """As if a batch of ``partition`` had been acknowledged under this producer
+    id: the broker holds our state, so batches may be pipelined."""
+    h.engine._partitions[(TOPIC, partition)].confirmed = True
+
+
 def _sequence_of(plan: Plan, partition: int) -> tuple[int, int, int]:
     """(producer_id, epoch, base_sequence) as encoded in the request bytes."""
     for topic in plan.body["topic_data"]:
@@ -262,6 +268,7 @@ def test_message_too_large_split_under_idempotence_keeps_order_with_pipelining()
     h = Harness(idempotent=True)
     h.add(0, 4)
     h.add(0, 1, start=4)
+    _confirmed(h, 0)
     log: dict[int, list[bytes | None]] = {0: [], 1: [], 2: []}
     next_seq = {0: 0, 1: 0, 2: 0}
     big, small = h.plan()  # both in flight
@@ -356,6 +363,7 @@ def test_out_of_order_behind_retried_batch_is_requeued_without_an_attempt() -> N
     h = Harness(idempotent=True, max_retries=1)
     first = h.add(0, 2)
     second = h.add(0, 2, start=2)
+    _confirmed(h, 0)
     p1, p2 = h.plan()  # max_in_flight lets the second batch go before the first is answered
     assert p1.batches == [first] and p2.batches == [second]
     h.answer(p1, {0: NOT_LEADER})
@@ -425,6 +433,7 @@ def test_in_flight_batch_behind_a_failed_one_survives_the_epoch_bump() -> None:
     h = Harness(idempotent=True)
     h.add(0, 1)
     later = h.add(0, 1, start=1)
+    _confirmed(h, 0)
     p1, p2 = h.plan()
     h.answer(p1, {0: 87})  # fails for good: sequence 0 never lands
     h.answer(p2, {0: OUT_OF_ORDER})  # so sequence 1 is refused
@@ -573,3 +582,36 @@ def test_backlogged_while_batches_wait_or_in_flight_is_full() -> None:
     assert h.engine.backlogged(TOPIC, 0)  # max_in_flight requests out
     h.answer(plan)
     assert not h.engine.backlogged(TOPIC, 0)
+
+
+def test_unconfirmed_partition_sends_one_batch_at_a_time() -> None:
+    # A broker without our producer's state takes any first sequence: a failed
+    # first batch and an accepted second one would swap places. So until a batch
+    # is acknowledged under this producer id, one batch per partition in flight.
+    h = Harness(idempotent=True)
+    first, second = h.add(0, 2), h.add(0, 2, start=2)
+    plan = h.only_plan()
+    assert plan.batches == [first] and h.plan() == []
+    h.answer(plan, {0: NOT_LEADER})  # retriable: first goes back, still alone
+    h.advance(5.0)
+    retry = h.only_plan()
+    assert retry.batches == [first] and h.plan() == []
+    h.answer(retry)
+    third = h.add(0, 2, start=4)
+    p2, p3 = h.plan()  # confirmed: pipelined again
+    assert p2.batches == [second] and p3.batches == [third]
+    h.answer(p2)
+    h.answer(p3)
+    assert [b for b, *_ in h.done] == [first, second, third]
+    # A new producer id (or epoch) starts unconfirmed again.
+    h.engine.set_producer_id(4001, 0)
+    h.add(0, 1, start=6)
+    h.add(0, 1, start=7)
+    assert len(h.plan()) == 1
+
+
+def test_without_idempotence_batches_are_pipelined_at_once() -> None:
+    h = Harness()
+    h.add(0, 1)
+    h.add(0, 1, start=1)
+    assert len(h.plan()) == 2
