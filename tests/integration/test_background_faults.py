@@ -130,11 +130,16 @@ def _produce_while_killing(
     produce = producer.produce
     try:
         while i < maximum:
-            if i & 255 == 0 and (
-                (i >= minimum and not thread.is_alive())
-                or time.monotonic() - t0 > PRODUCE_BUDGET_S
-            ):
-                break
+            if i & 255 == 0:
+                if (i >= minimum and not thread.is_alive()) or (
+                    time.monotonic() - t0 > PRODUCE_BUDGET_S
+                ):
+                    break
+                if i >= minimum:
+                    # Enough sent; keep a trickle going until both kill cycles are
+                    # over, without running into ``maximum`` first (a fast producer
+                    # did, and the second kill never came).
+                    time.sleep(0.05)
             f = produce(_value(i), partition_key=_key(i), callback=callback)
             if keep is not None:
                 keep(i, f)
