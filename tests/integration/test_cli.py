@@ -36,6 +36,22 @@ def run_cli(
     )
 
 
+def run_on(
+    command: str, bootstrap: str, topic: str, *args: str, stdin: bytes = b"", timeout: float = 180
+) -> subprocess.CompletedProcess[bytes]:
+    """``grete <command> --bootstrap-server <bootstrap> --topic <topic> <args>``."""
+    return run_cli(
+        command,
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        *args,
+        stdin=stdin,
+        timeout=timeout,
+    )
+
+
 def consume(bootstrap: str, topic: str, count: int, partitions: int = 3) -> list[Consumed]:
     """(partition, key, value, headers) of the first ``count`` messages, with
     confluent-kafka (an independent reader); bounded by a 30 s deadline."""
@@ -53,11 +69,9 @@ def lines(n: int, fmt: str = "key-{i}:value-{i}") -> bytes:
 
 def test_produce_background_keys_and_headers(kafka_bootstrap: str, topic: str) -> None:
     n = 3000
-    proc = run_cli(
+    proc = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--parse-key",
         "--key-separator",
@@ -90,11 +104,9 @@ def test_produce_sync_in_chunks(kafka_bootstrap: str, topic: str, tmp_path: Path
     first, second = tmp_path / "a.txt", tmp_path / "b.txt"
     first.write_bytes(lines(700, "a-{i}"))
     second.write_bytes(lines(300, "b-{i}").replace(b"\n", b"\r\n"))
-    proc = run_cli(
+    proc = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--sync",
         "--chunk-size",
@@ -124,11 +136,9 @@ def test_produce_sync_in_chunks(kafka_bootstrap: str, topic: str, tmp_path: Path
 
 def test_key_separator_via_property(kafka_bootstrap: str, topic: str) -> None:
     # Kafka's console-producer spelling: --property parse.key / key.separator.
-    proc = run_cli(
+    proc = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--property",
         "parse.key=true",
@@ -150,9 +160,7 @@ def test_one_oversized_message_fails_alone(
     body.insert(7, "x" * 5000)  # line 8: over the topic's max.message.bytes
     stdin = "".join(line + "\n" for line in body).encode()
     extra = ["--sync", "--chunk-size", "5"] if mode == "sync" else []
-    proc = run_cli(
-        "produce", "--bootstrap-server", kafka_bootstrap, "--topic", topic, *extra, stdin=stdin
-    )
+    proc = run_on("produce", kafka_bootstrap, topic, *extra, stdin=stdin)
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
     assert "20 of 21 messages acknowledged" in err
@@ -165,11 +173,9 @@ def test_one_oversized_message_fails_alone(
 
 
 def test_line_without_separator_fails_but_others_go(kafka_bootstrap: str, topic: str) -> None:
-    proc = run_cli(
+    proc = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--parse-key",
         "--key-separator",
@@ -186,11 +192,9 @@ def test_line_without_separator_fails_but_others_go(kafka_bootstrap: str, topic:
 
 
 def test_forced_progress_line(kafka_bootstrap: str, topic: str) -> None:
-    proc = run_cli(
+    proc = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--progress",
         stdin=lines(500),
@@ -202,11 +206,9 @@ def test_forced_progress_line(kafka_bootstrap: str, topic: str) -> None:
 
 def test_metadata_json_end_offsets(kafka_cluster: Any, kafka_bootstrap: str, topic: str) -> None:
     n = 1234
-    proc = run_cli(
+    proc = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--partitioner",
         "round-robin",
@@ -221,7 +223,7 @@ def test_metadata_json_end_offsets(kafka_cluster: Any, kafka_bootstrap: str, top
             summary[int(words[1])] = (int(words[2]), int(words[-1]))
     assert sum(count for count, _ in summary.values()) == n
 
-    proc = run_cli("metadata", "--bootstrap-server", kafka_bootstrap, "--topic", topic, "--json")
+    proc = run_on("metadata", kafka_bootstrap, topic, "--json")
     assert proc.returncode == 0, proc.stderr.decode()
     doc = json.loads(proc.stdout)
     assert {b["id"] for b in doc["brokers"]} >= {1}
@@ -238,7 +240,7 @@ def test_metadata_json_end_offsets(kafka_cluster: Any, kafka_bootstrap: str, top
         assert p["end_offset"] == count == last + 1
     assert sum(p["end_offset"] for p in parts.values()) == n
 
-    text = run_cli("metadata", "--bootstrap-server", kafka_bootstrap, "--topic", topic)
+    text = run_on("metadata", kafka_bootstrap, topic)
     assert text.returncode == 0
     assert f'topic "{topic}": 3 partition(s)' in text.stdout.decode()
 
@@ -249,7 +251,7 @@ def test_metadata_json_end_offsets(kafka_cluster: Any, kafka_bootstrap: str, top
 
 def test_metadata_unknown_topic_is_an_error(kafka_bootstrap: str) -> None:
     name = f"no-such-topic-{uuid.uuid4().hex[:8]}"
-    proc = run_cli("metadata", "--bootstrap-server", kafka_bootstrap, "--topic", name)
+    proc = run_on("metadata", kafka_bootstrap, name)
     assert proc.returncode == 1
     [line] = proc.stderr.decode().splitlines()
     assert line.startswith("grete: error: ") and f"{name!r} does not exist" in line
@@ -262,11 +264,9 @@ def test_metadata_unknown_topic_is_an_error(kafka_bootstrap: str) -> None:
 def test_perf_json(kafka_bootstrap: str, topic: str, mode: str) -> None:
     n = 20_000 if mode == "background" else 5_000
     extra = ["--sync", "--chunk-size", "1000"] if mode == "sync" else []
-    proc = run_cli(
+    proc = run_on(
         "perf",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--num-records",
         str(n),
@@ -289,11 +289,9 @@ def test_perf_json(kafka_bootstrap: str, topic: str, mode: str) -> None:
 
 
 def test_perf_throttled_with_periodic_lines(kafka_bootstrap: str, topic: str) -> None:
-    proc = run_cli(
+    proc = run_on(
         "perf",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--num-records",
         "600",
@@ -360,11 +358,9 @@ def test_sasl_ssl_with_command_config(kafka_cluster: Any, topic: str, tmp_path: 
 def test_producer_config_refused_by_the_producer_is_a_usage_error(
     kafka_bootstrap: str, topic: str
 ) -> None:
-    proc = run_cli(
+    proc = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--producer-property",
         "max.in.flight.requests.per.connection=9",
@@ -413,11 +409,9 @@ def test_progress_by_default_only_on_a_terminal(kafka_bootstrap: str, topic: str
     assert "\r200 read, 200 acknowledged, 0 failed" in err
     assert "200 of 200 messages acknowledged" in err
 
-    quiet = run_cli(
+    quiet = run_on(
         "produce",
-        "--bootstrap-server",
         kafka_bootstrap,
-        "--topic",
         topic,
         "--no-progress",
         stdin=lines(10),

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from grete.cli.common import human_bytes, make_client, stderr_is_tty
 from grete.cli.config import UsageError, parse_pairs
@@ -334,9 +334,19 @@ def run(args: argparse.Namespace) -> int:
     return 0 if stats.failed == 0 and stats.acked == stats.read else 1
 
 
-def _producer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    # Kafka's tools default to acks=all (idempotent); so does the CLI, in both modes.
-    return {"required_acks": -1, **kwargs}
+_P = TypeVar("_P", Producer, BackgroundProducer)
+
+
+def _make_producer(
+    cls: type[_P], client: KafkaClient, topic: Any, partitioner: Any, kwargs: dict[str, Any]
+) -> _P:
+    """Either producer from the command line's settings; a bad combination is a
+    usage error. Kafka's tools default to acks=all (idempotent); so does the CLI."""
+    try:
+        settings = {"required_acks": -1, **kwargs}
+        return cls(client.cluster, topic, partitioner=partitioner, **settings)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _run_background(
@@ -349,12 +359,7 @@ def _run_background(
     headers: list[tuple[str, bytes | None]] | None,
     stats: Stats,
 ) -> None:
-    try:
-        producer = BackgroundProducer(
-            client.cluster, topic, partitioner=partitioner, **_producer_kwargs(kwargs)
-        )
-    except ConfigurationError as exc:
-        raise UsageError(str(exc)) from None
+    producer = _make_producer(BackgroundProducer, client, topic, partitioner, kwargs)
     delivered = stats.delivered
     try:
         for lineno, line in enumerate(_lines(args.files), 1):
@@ -388,12 +393,7 @@ def _run_sync(
     headers: list[tuple[str, bytes | None]] | None,
     stats: Stats,
 ) -> None:
-    try:
-        producer = Producer(
-            client.cluster, topic, partitioner=partitioner, **_producer_kwargs(kwargs)
-        )
-    except ConfigurationError as exc:
-        raise UsageError(str(exc)) from None
+    producer = _make_producer(Producer, client, topic, partitioner, kwargs)
     chunk: list[Any] = []
     sizes: list[int] = []
     linenos: list[int] = []
