@@ -7,7 +7,8 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from operator import add, itemgetter
+from itertools import compress, repeat
+from operator import add, and_, itemgetter, mod
 from typing import Any, overload
 
 from grete.cluster import Cluster, Partition, Topic
@@ -40,6 +41,44 @@ def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
         bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
         raise ConfigurationError(f"{name} must be an integer {bound}, not {value!r}")
     return value
+
+
+
+# Up to this many partitions, keyed messages are grouped with one masked pass
+# per partition (bytes.translate + itertools.compress, all in C, no per-message
+# objects kept); beyond it one stable sort by partition id is cheaper.
+_MASKED_GROUPING_MAX = 8
+# _MASKS[pid] maps the byte ``pid`` to 1 and every other byte to 0.
+_MASKS = [bytes(int(i == pid) for i in range(256)) for pid in range(_MASKED_GROUPING_MAX)]
+
+
+def _by_partition(
+    messages: list[tuple[bytes, bytes]], key_hash: Callable[[bytes], int], count: int
+) -> Iterator[tuple[int, array[int], list[tuple[bytes, bytes]]]]:
+    """``(partition id, input indexes, messages)`` for each partition with
+    messages, in input order, where a key goes to ``(key_hash(key) &
+    0x7fffffff) % count`` as in the Java client. No column of all the
+    messages is kept: only one partition's share at a time."""
+    hashes = map(and_, map(key_hash, map(itemgetter(0), messages)), repeat(0x7FFFFFFF))
+    n = len(messages)
+    if count <= _MASKED_GROUPING_MAX:
+        # One byte per message rather than a list of ints: 1 byte, not 8 + 28, each.
+        pids = bytes(map(mod, hashes, repeat(count)))
+        for pid in range(count):
+            mask = pids.translate(_MASKS[pid])
+            indexes = array("q", compress(range(n), mask))
+            if indexes:
+                yield pid, indexes, list(compress(messages, mask))
+        return
+    pid_list = list(map(mod, hashes, repeat(count)))
+    order = sorted(range(n), key=pid_list.__getitem__)  # stable: input order kept
+    placed = list(map(pid_list.__getitem__, order))
+    del pid_list
+    for pid in range(count):
+        lo, hi = bisect_left(placed, pid), bisect_left(placed, pid + 1)
+        if lo < hi:
+            part = order[lo:hi]
+            yield pid, array("q", part), list(map(messages.__getitem__, part))
 
 
 class Producer:
@@ -308,46 +347,53 @@ class Producer:
     ) -> Sequence[DeliveryResult] | None:
         """The keyed fast path: ``(key, value)`` tuples of ``bytes`` with a
         Java-compatible partitioner. The columns are split and grouped by
-        partition with C-level passes (map, sort), so Python runs per batch,
-        not per message. None: not that shape, take the general path."""
+        partition with C-level passes, so Python runs per batch, not per
+        message. None: not that shape, take the general path."""
+        grouped = self._group_keyed(messages, key_hash)
+        if grouped is None:
+            return None
+        # The grouping's temporaries (columns, partition ids, orders) are gone
+        # by now: only the batches live on while the requests are in flight.
+        batches, failures = grouped
+        return self._send_batches(len(messages), batches, failures)
+
+    def _group_keyed(
+        self, messages: list[Any], key_hash: Callable[[bytes], int]
+    ) -> tuple[list[ProducerBatch], list[MessageFailure]] | None:
+        """The batches of :meth:`_produce_keyed`, each holding one partition's
+        messages in input order."""
         if set(map(len, messages)) != {2}:
             return None
-        keys: list[bytes] = list(map(itemgetter(0), messages))
-        values: list[bytes] = list(map(itemgetter(1), messages))
-        if set(map(type, keys)) != {bytes} or set(map(type, values)) != {bytes}:
+        if set(map(type, map(itemgetter(0), messages))) != {bytes} or set(
+            map(type, map(itemgetter(1), messages))
+        ) != {bytes}:
             return None
         topic = self._topic if self._topic.partitions else self._cluster.topics[self._topic.name]
         count = len(topic.partitions)
         if not count or set(topic.partitions) != set(range(count)):
             return None  # ids not 0..n-1: the partitioner's own lookup decides
-        pids = [(h & 0x7FFFFFFF) % count for h in map(key_hash, keys)]
-        order = sorted(range(len(keys)), key=pids.__getitem__)  # stable: input order kept
-        placed = list(map(pids.__getitem__, order))
         failures: list[MessageFailure] = []
         batches: list[ProducerBatch] = []
         now_ms, created = int(time.time() * 1000), time.monotonic()
-        for pid in range(count):
-            indexes = order[bisect_left(placed, pid) : bisect_left(placed, pid + 1)]
-            if not indexes:
-                continue
-            pkeys = list(map(keys.__getitem__, indexes))
-            pvalues = list(map(values.__getitem__, indexes))
-            sizes = [RECORD_OVERHEAD + n for n in map(add, map(len, pkeys), map(len, pvalues))]
+        for pid, indexes, share in _by_partition(messages, key_hash, count):
+            sizes = [RECORD_OVERHEAD + n for n in map(len, map(itemgetter(0), share))]
+            sizes = list(map(add, sizes, map(len, map(itemgetter(1), share))))
             for start, end, total in self._chunks(sizes):
                 if total > self._max_request_size - BATCH_OVERHEAD:
                     index = indexes[start]
                     failures.append(MessageFailure(index, self._too_large(index, total), False))
                     continue
+                chunk = share[start:end]
                 batch = ProducerBatch(self._topic.name, pid, created)
                 batch.fill(
-                    pvalues[start:end],
-                    array("q", indexes[start:end]),
+                    list(map(itemgetter(1), chunk)),
+                    indexes[start:end],
                     now_ms,
                     total,
-                    keys=pkeys[start:end],
+                    keys=list(map(itemgetter(0), chunk)),
                 )
                 batches.append(batch)
-        return self._send_batches(len(keys), batches, failures)
+        return batches, failures
 
     def _produce_values(self, values: list[bytes]) -> Sequence[DeliveryResult]:
         """The fast path: unkeyed ``bytes`` values with the random partitioner.
