@@ -167,14 +167,31 @@ class ProduceEngine:
         return self.max_in_flight if state.confirmed or not self.idempotent else 1
 
     def set_producer_id(self, producer_id: int, epoch: int) -> None:
-        """Adopt a new identity; every partition's sequence restarts at 0."""
+        """Adopt a new identity; every partition's sequence restarts at 0.
+
+        A queued batch that went out under the old identity without an
+        answer saying whether it landed (``maybe_written``) is failed here,
+        not resent: under the new identity the broker could not recognise it
+        as a duplicate, so it might be written twice. Its error says it may
+        be in the log (the Java client fails such batches too)."""
+        from grete.producer.errors import OutcomeUnknownError
+
         self.producer_id, self.producer_epoch = producer_id, epoch
         self.needs_epoch_bump = False
         for state in self._partitions.values():
             state.next_sequence = 0
             state.confirmed = False
+            keep = []
             for batch in state.queue:
+                if batch.maybe_written and batch.base_sequence is not None:
+                    self._queued -= 1
+                    self._finish(
+                        batch, -1, -1, OutcomeUnknownError(batch.topic, batch.partition)
+                    )
+                    continue
                 batch.base_sequence = None
+                keep.append(batch)
+            state.queue = keep
 
     def _state(self, batch: ProducerBatch) -> _PartitionState:
         key = (batch.topic, batch.partition)

@@ -48,6 +48,21 @@ class DeliveryTimeoutError(KafkaError):
         self.__cause__ = last_error
 
 
+class OutcomeUnknownError(KafkaError):
+    """An idempotent producer had to take a new epoch while a message's
+    earlier send had no answer: it may be in the log (``maybe_written``), and
+    sending it again under the new epoch could write it twice, so it was not."""
+
+    maybe_written = True
+
+    def __init__(self, topic: str, partition: int) -> None:
+        super().__init__(
+            f"delivery to {topic}/{partition} has an unknown outcome: it was sent, no answer "
+            "came, and the producer had to take a new epoch before it could be resent "
+            "safely (it may have been written; it was not sent again, to never write it twice)"
+        )
+
+
 @dataclass(frozen=True)
 class MessageFailure:
     """Why one message of a ``produce()`` call was not acknowledged.

@@ -15,7 +15,7 @@ from grete.errors import (
 )
 from grete.producer.batch import ProducerBatch
 from grete.producer.engine import Plan, ProduceEngine
-from grete.producer.errors import DeliveryTimeoutError
+from grete.producer.errors import DeliveryTimeoutError, OutcomeUnknownError
 from grete.protocol.records import decode_batches
 
 TOPIC = "t"
@@ -615,3 +615,24 @@ def test_without_idempotence_batches_are_pipelined_at_once() -> None:
     h.add(0, 1)
     h.add(0, 1, start=1)
     assert len(h.plan()) == 2
+
+
+def test_epoch_bump_fails_a_batch_with_an_unknown_outcome_instead_of_resending_it() -> None:
+    """Resent under a new epoch, a batch that may have landed could be written
+    twice (the broker dedupes by producer id, epoch and sequence): it fails
+    with maybe_written, as in the Java client; a batch never sent goes on."""
+    h = Harness(idempotent=True)
+    unknown = h.add(0, 2)
+    h.engine.on_transport_error(h.only_plan(), KafkaConnectionError("reset"), h.now, sent=True)
+    assert unknown.maybe_written and unknown.base_sequence == 0 and h.done == []
+    fresh = h.add(0, 1, start=2)
+    h.engine.needs_epoch_bump = True
+    h.engine.set_producer_id(4000, 1)
+    ((batch, _, _, error),) = h.done
+    assert batch is unknown and isinstance(error, OutcomeUnknownError)
+    assert error.maybe_written and "may have been written" in str(error)
+    h.advance(5.0)
+    plan = h.only_plan()
+    assert plan.batches == [fresh] and _sequence_of(plan, 0) == (4000, 1, 0)
+    h.answer(plan)
+    assert h.done[-1][0] is fresh and h.done[-1][3] is None and h.engine.idle
