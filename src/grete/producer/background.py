@@ -500,7 +500,10 @@ class BackgroundProducer:
                         values.append(value)
                         batch.timestamps.append(ts)  # type: ignore[union-attr]
                         batch.handles.append(future)  # type: ignore[union-attr, arg-type]
-                        if batch.keys is not None or partition_key is not None:
+                        keys = batch.keys
+                        if keys is not None:
+                            keys.append(partition_key)
+                        elif partition_key is not None:
                             batch.add_key(partition_key)
                         if batch.headers is not None:
                             batch.headers.append(None)
