@@ -361,13 +361,14 @@ def test_producer_follows_a_leader_that_stopped_between_calls(
     assert values == [b"before"] * 10 + [b"after"] * 10
 
 
-@pytest.mark.parametrize("batch_size", [7, 200])
+@pytest.mark.parametrize(("batch_size", "as_iterator"), [(7, False), (200, False), (200, True)])
 def test_keyed_list_fast_path_places_orders_and_reports_like_java(
-    kafka_cluster: Any, client: KafkaClient, topic_factory: Any, batch_size: int
+    kafka_cluster: Any, client: KafkaClient, topic_factory: Any, batch_size: int, as_iterator: bool
 ) -> None:
-    """A list of (bytes, bytes) with a Java-compatible partitioner takes the
-    column-wise keyed path: same partitions, per-partition input order, one
-    result per message, and an oversize message failing alone."""
+    """A list (or an iterator such as zip) of (bytes, bytes) with a
+    Java-compatible partitioner takes the column-wise keyed path: same
+    partitions, per-partition input order, one result per message, and an
+    oversize message failing alone."""
     name = topic_factory(partitions=5)
     producer = Producer(
         client.cluster,
@@ -383,7 +384,8 @@ def test_keyed_list_fast_path_places_orders_and_reports_like_java(
     values = [f"value {i}".encode() for i in range(1_000)]
     values[321] = b"L" * 20_000  # over max_request_size: fails alone
     with pytest.raises(ProduceFailureError) as info:
-        producer.produce(list(zip(keys, values, strict=True)))
+        pairs = zip(keys, values, strict=True)
+        producer.produce(pairs if as_iterator else list(pairs))
     (failure,) = info.value.failures
     assert failure.index == 321 and isinstance(failure.error, MessageSizeTooLarge)
     results = info.value.results

@@ -7,10 +7,12 @@ import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import compress, repeat
+from functools import partial
+from itertools import chain, compress, islice, repeat
 from operator import add, and_, itemgetter, mod
 from typing import Any, overload
 
+from grete._murmur2 import unsigned_murmur2_bytes, unsigned_murmur2_many
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError
 from grete.partitioners import java_key_hash, random_partitioner
@@ -29,6 +31,9 @@ from grete.protocol.compression import CompressionType, validate_level
 from grete.protocol.records import BATCH_OVERHEAD
 
 Partitioner = Callable[[Sequence[Partition], "bytes | None"], Partition]
+# An acknowledged batch, as results need it: (partition, input indexes, base
+# offset, timestamps: one per message, or one for all).
+_Done = tuple[int, "Sequence[int]", int, "int | Sequence[int]"]
 
 
 def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -53,22 +58,26 @@ _MASKS = [bytes(int(i == pid) for i in range(256)) for pid in range(_MASKED_GROU
 
 
 def _by_partition(
-    messages: list[tuple[bytes, bytes]], key_hash: Callable[[bytes], int], count: int
-) -> Iterator[tuple[int, array[int], list[tuple[bytes, bytes]]]]:
-    """``(partition id, input indexes, messages)`` for each partition with
-    messages, in input order, where a key goes to ``(key_hash(key) &
-    0x7fffffff) % count`` as in the Java client. No column of all the
-    messages is kept: only one partition's share at a time."""
-    hashes = map(and_, map(key_hash, map(itemgetter(0), messages)), repeat(0x7FFFFFFF))
-    n = len(messages)
+    keys: list[bytes],
+    values: list[bytes],
+    hash_all: Callable[[list[bytes]], Iterable[int]],
+    count: int,
+    first: int = 0,
+) -> Iterator[tuple[int, array[int], list[bytes], list[bytes]]]:
+    """``(partition id, input indexes, keys, values)`` for each partition with
+    messages, in input order, where a key goes to ``(hash(key) & 0x7fffffff)
+    % count`` as in the Java client (``hash_all(keys)``: each key's hash).
+    Indexes count from ``first``."""
+    hashes = map(and_, hash_all(keys), repeat(0x7FFFFFFF))
+    n = len(keys)
     if count <= _MASKED_GROUPING_MAX:
         # One byte per message rather than a list of ints: 1 byte, not 8 + 28, each.
         pids = bytes(map(mod, hashes, repeat(count)))
         for pid in range(count):
             mask = pids.translate(_MASKS[pid])
-            indexes = array("q", compress(range(n), mask))
+            indexes = array("q", compress(range(first, first + n), mask))
             if indexes:
-                yield pid, indexes, list(compress(messages, mask))
+                yield pid, indexes, list(compress(keys, mask)), list(compress(values, mask))
         return
     pid_list = list(map(mod, hashes, repeat(count)))
     order = sorted(range(n), key=pid_list.__getitem__)  # stable: input order kept
@@ -78,7 +87,51 @@ def _by_partition(
         lo, hi = bisect_left(placed, pid), bisect_left(placed, pid + 1)
         if lo < hi:
             part = order[lo:hi]
-            yield pid, array("q", part), list(map(messages.__getitem__, part))
+            yield (
+                pid,
+                array("q", part if not first else map(add, part, repeat(first))),
+                list(map(keys.__getitem__, part)),
+                list(map(values.__getitem__, part)),
+            )
+
+
+# An iterator of messages is read this many at a time by the keyed fast path.
+_READ_CHUNK = 16_384
+# The keyed fast path groups this many messages at a time, and sends the batches
+# they fill while it groups the next ones.
+_GROUP_CHUNK = 16_384
+_OVERHEADS = repeat(RECORD_OVERHEAD)
+# While batches are being built, the requests ready are sent every this many batches.
+_STEP_EVERY = 8
+
+
+def _keyed_columns(
+    messages: Iterable[Any],
+) -> tuple[list[list[bytes]], Iterable[Any] | None]:
+    """Split ``(bytes, bytes)`` tuples into a key and a value column with
+    C-level passes, a chunk at a time (an iterator's tuples are never all
+    held at once). Returns ``([keys, values], None)``, or, at the first chunk
+    of another shape, ``([], everything)``: the same messages, in order, for
+    the general path (what was read is put back in front of the rest). A
+    list, so that its consumer can let go of the columns when done."""
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    source = iter(messages)
+    while chunk := messages if isinstance(messages, list) else list(islice(source, _READ_CHUNK)):
+        if (
+            set(map(type, chunk)) != {tuple}
+            or set(map(len, chunk)) != {2}
+            or set(map(type, ck := list(map(itemgetter(0), chunk)))) != {bytes}
+            or set(map(type, cv := list(map(itemgetter(1), chunk)))) != {bytes}
+        ):
+            if isinstance(messages, list):
+                return [], messages
+            return [], chain(zip(keys, values, strict=True), chunk, source)
+        keys += ck
+        values += cv
+        if isinstance(messages, list):
+            break
+    return [keys, values], None
 
 
 class Producer:
@@ -165,7 +218,7 @@ class Producer:
         self._key_hash = java_key_hash(partitioner)
         self._lock = threading.Lock()
         self._closed = False
-        self._done: list[tuple[ProducerBatch, int, int]] = []
+        self._done: list[_Done] = []
         self._failures: list[MessageFailure] = []
         self._engine = ProduceEngine(
             on_done=self._batch_done,
@@ -207,14 +260,23 @@ class Producer:
                 raise InvalidMessageError(
                     "produce() takes an iterable of messages, not one message"
                 )
-            if isinstance(messages, list) and messages:
-                kinds = set(map(type, messages))
-                if kinds == {bytes} and self._partitioner is random_partitioner:
-                    return self._produce_values(messages)
-                if kinds == {tuple} and self._key_hash is not None:
-                    keyed = self._produce_keyed(messages, self._key_hash)
+            if (
+                isinstance(messages, list)
+                and messages
+                and type(messages[0]) is bytes
+                and self._partitioner is random_partitioner
+                and set(map(type, messages)) == {bytes}
+            ):
+                return self._produce_values(messages)
+            if self._key_hash is not None and (messages or not isinstance(messages, list)):
+                columns, rest = _keyed_columns(messages)
+                if rest is None:
+                    keyed = self._produce_keyed(columns, self._key_hash)
                     if keyed is not None:
                         return keyed
+                    messages = zip(*columns, strict=True)
+                else:
+                    messages = rest
             # Lazily: a sticky partitioner must see each batch close before it
             # places the next message, and an iterator (say zip(keys, values))
             # is read once without a copy. Nothing is sent before the loop ends.
@@ -343,57 +405,80 @@ class Producer:
             start = end
 
     def _produce_keyed(
-        self, messages: list[Any], key_hash: Callable[[bytes], int]
+        self, columns: list[list[bytes]], key_hash: Callable[[bytes], int]
     ) -> Sequence[DeliveryResult] | None:
-        """The keyed fast path: ``(key, value)`` tuples of ``bytes`` with a
-        Java-compatible partitioner. The columns are split and grouped by
-        partition with C-level passes, so Python runs per batch, not per
-        message. None: not that shape, take the general path."""
-        grouped = self._group_keyed(messages, key_hash)
-        if grouped is None:
-            return None
-        # The grouping's temporaries (columns, partition ids, orders) are gone
-        # by now: only the batches live on while the requests are in flight.
-        batches, failures = grouped
-        return self._send_batches(len(messages), batches, failures)
-
-    def _group_keyed(
-        self, messages: list[Any], key_hash: Callable[[bytes], int]
-    ) -> tuple[list[ProducerBatch], list[MessageFailure]] | None:
-        """The batches of :meth:`_produce_keyed`, each holding one partition's
-        messages in input order."""
-        if set(map(len, messages)) != {2}:
-            return None
-        if set(map(type, map(itemgetter(0), messages))) != {bytes} or set(
-            map(type, map(itemgetter(1), messages))
-        ) != {bytes}:
-            return None
+        """The keyed fast path: ``(key, value)`` tuples of ``bytes`` (split
+        into columns by :func:`_keyed_columns`, which checked them all) with a
+        Java-compatible partitioner, grouped by partition with C-level passes,
+        so Python runs per batch, not per message. None: the topic's partition
+        ids are not 0..n-1, take the general path."""
         topic = self._topic if self._topic.partitions else self._cluster.topics[self._topic.name]
         count = len(topic.partitions)
         if not count or set(topic.partitions) != set(range(count)):
             return None  # ids not 0..n-1: the partitioner's own lookup decides
+        hash_all: Callable[[list[bytes]], Iterable[int]] = partial(map, key_hash)
+        if key_hash is unsigned_murmur2_bytes:
+            hash_all = unsigned_murmur2_many  # no Python call per key
         failures: list[MessageFailure] = []
-        batches: list[ProducerBatch] = []
+        batches = self._keyed_batches(columns, hash_all, count, failures)
+        return self._send_batches(len(columns[0]), batches, failures)
+
+    def _keyed_batches(
+        self,
+        columns: list[list[bytes]],
+        hash_all: Callable[[list[bytes]], Iterable[int]],
+        count: int,
+        failures: list[MessageFailure],
+    ) -> Iterator[ProducerBatch]:
+        """The batches of :meth:`_produce_keyed`, each holding messages of one
+        partition in input order: grouped ``_GROUP_CHUNK`` messages at a time,
+        a batch is yielded (and can be sent) as soon as it is full; a
+        partition's remainder waits for the next chunk (``rest``). The
+        ``[keys, values]`` columns are taken out of ``columns``, so they are
+        freed as soon as the last batch is built."""
+        keys, values = columns
+        columns.clear()
         now_ms, created = int(time.time() * 1000), time.monotonic()
-        for pid, indexes, share in _by_partition(messages, key_hash, count):
-            sizes = [RECORD_OVERHEAD + n for n in map(len, map(itemgetter(0), share))]
-            sizes = list(map(add, sizes, map(len, map(itemgetter(1), share))))
-            for start, end, total in self._chunks(sizes):
-                if total > self._max_request_size - BATCH_OVERHEAD:
+        max_bytes = self._max_request_size - BATCH_OVERHEAD
+        rest: dict[int, tuple[array[int], list[bytes], list[bytes]]] = {}
+
+        def cut(
+            pid: int, indexes: array[int], pkeys: list[bytes], pvalues: list[bytes], hold: bool
+        ) -> Iterator[ProducerBatch]:
+            sizes = list(map(add, map(add, map(len, pkeys), map(len, pvalues)), _OVERHEADS))
+            cuts = list(self._chunks(sizes))
+            if hold:  # the last cut may fill up with the next chunk's messages
+                start, _, _ = cuts.pop()
+                rest[pid] = (indexes[start:], pkeys[start:], pvalues[start:])
+            for start, end, total in cuts:
+                if total > max_bytes:
                     index = indexes[start]
                     failures.append(MessageFailure(index, self._too_large(index, total), False))
                     continue
-                chunk = share[start:end]
                 batch = ProducerBatch(self._topic.name, pid, created)
                 batch.fill(
-                    list(map(itemgetter(1), chunk)),
-                    indexes[start:end],
-                    now_ms,
-                    total,
-                    keys=list(map(itemgetter(0), chunk)),
+                    pvalues[start:end], indexes[start:end], now_ms, total, keys=pkeys[start:end]
                 )
-                batches.append(batch)
-        return batches, failures
+                yield batch
+
+        n = len(keys)
+        for first in range(0, n, _GROUP_CHUNK):
+            hold = first + _GROUP_CHUNK < n
+            chunk = _by_partition(
+                keys[first : first + _GROUP_CHUNK],
+                values[first : first + _GROUP_CHUNK],
+                hash_all,
+                count,
+                first,
+            )
+            for pid, indexes, pkeys, pvalues in chunk:
+                held = rest.pop(pid, None)
+                if held is not None:
+                    indexes, pkeys, pvalues = held[0] + indexes, held[1] + pkeys, held[2] + pvalues
+                yield from cut(pid, indexes, pkeys, pvalues, hold)
+        # Partitions the last chunk had no message for still hold their remainder.
+        for pid, (indexes, pkeys, pvalues) in sorted(rest.items()):
+            yield from cut(pid, indexes, pkeys, pvalues, False)
 
     def _produce_values(self, values: list[bytes]) -> Sequence[DeliveryResult]:
         """The fast path: unkeyed ``bytes`` values with the random partitioner.
@@ -429,17 +514,21 @@ class Producer:
         return self._topic.partition_list()
 
     def _send_batches(
-        self, count: int, batches: list[ProducerBatch], failures: list[MessageFailure]
+        self, count: int, batches: Iterable[ProducerBatch], failures: list[MessageFailure]
     ) -> Sequence[DeliveryResult]:
-        """Hand batches to the engine and drive it until all are answered."""
+        """Hand batches to the engine and drive it until all are answered.
+        ``batches`` may be a generator still building them (its failures land
+        in ``failures`` as it goes): what is ready is sent meanwhile."""
         self._drain_leftovers()
         engine, driver = self._engine, self._driver
-        done: list[tuple[ProducerBatch, int, int]] = []
+        done: list[_Done] = []
         self._done = done
         self._failures = failures
         try:
-            for batch in batches:
+            for i, batch in enumerate(batches, 1):
                 engine.add(batch)
+                if not i % _STEP_EVERY:
+                    driver.step(0)  # the brokers work on these while we build more
             while not engine.idle:
                 driver.step(0.05)
         except BaseException as exc:
@@ -468,7 +557,12 @@ class Producer:
                 MessageFailure(i, error, batch.maybe_written) for i in batch.handles
             )
         else:
-            self._done.append((batch, base_offset, append_time))
+            # Not the batch: its key and value columns can go now, results
+            # need only where each message went and when.
+            stamps: int | Sequence[int] = batch.timestamps or batch.base_timestamp
+            if append_time >= 0:
+                stamps = append_time
+            self._done.append((batch.partition, batch.handles, base_offset, stamps))
 
     def close(self) -> None:
         """Stop accepting messages. (Nothing is buffered between calls.)"""
@@ -493,20 +587,18 @@ class ProduceResults(Sequence[DeliveryResult]):
     messages (inside :class:`ProduceFailureError`) read as None.
     """
 
-    def __init__(self, count: int, done: list[tuple[ProducerBatch, int, int]]) -> None:
+    def __init__(self, count: int, done: list[_Done]) -> None:
         self._count = count
         self._done = done
         self._items: list[DeliveryResult | None] | None = None
 
     def _materialise(self) -> list[DeliveryResult | None]:
         items: list[DeliveryResult | None] = [None] * self._count
-        for batch, base, append_time in self._done:
-            p = batch.partition
-            stamps = batch.timestamps or [batch.base_timestamp] * len(batch.values)
-            if append_time >= 0:
-                stamps = [append_time] * len(stamps)
-            offsets = range(base, base + len(stamps)) if base >= 0 else [-1] * len(stamps)
-            for i, off, ts in zip(batch.handles, offsets, stamps, strict=True):
+        for p, handles, base, stamps in self._done:
+            n = len(handles)
+            times = repeat(stamps, n) if isinstance(stamps, int) else stamps
+            offsets = range(base, base + n) if base >= 0 else repeat(-1, n)
+            for i, off, ts in zip(handles, offsets, times, strict=True):
                 items[i] = DeliveryResult(p, off, ts)
         self._done = []
         return items

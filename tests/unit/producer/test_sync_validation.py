@@ -8,6 +8,7 @@ import pytest
 
 from grete.cluster import Cluster
 from grete.errors import ConfigurationError
+from grete.partitioners import hashing_partitioner, random_partitioner
 from grete.producer import (
     InvalidMessageError,
     Message,
@@ -55,12 +56,17 @@ BAD_MESSAGES: list[tuple[str, list[Any]]] = [
 
 @pytest.mark.parametrize(("messages"), [m for _, m in BAD_MESSAGES],
                          ids=[n for n, _ in BAD_MESSAGES])
+@pytest.mark.parametrize("as_iterator", [False, True])
+@pytest.mark.parametrize("partitioner", [random_partitioner, hashing_partitioner])
 def test_bad_messages_raise_before_sending(
-    cluster: Cluster, sends: list[Any], messages: list[Any]
+    cluster: Cluster, sends: list[Any], messages: list[Any], partitioner: Any, as_iterator: bool
 ) -> None:
-    producer = Producer(cluster, cluster._topics["t"])
+    # Good (key, value) tuples first: with a Java-compatible partitioner the
+    # keyed fast path reads them as columns before meeting the bad message.
+    messages = [(b"k%d" % i, b"v") for i in range(5)] + messages
+    producer = Producer(cluster, cluster._topics["t"], partitioner=partitioner)
     with pytest.raises(InvalidMessageError):
-        producer.produce(messages)
+        producer.produce(iter(messages) if as_iterator else messages)
     assert sends == []
     assert producer._engine.idle
 
@@ -140,8 +146,11 @@ def test_closed_producer_refuses(cluster: Cluster, sends: list[Any]) -> None:
     assert sends == []
 
 
-def test_empty_produce_returns_no_results(cluster: Cluster, sends: list[Any]) -> None:
-    producer = Producer(cluster, cluster._topics["t"])
+@pytest.mark.parametrize("partitioner", [random_partitioner, hashing_partitioner])
+def test_empty_produce_returns_no_results(
+    cluster: Cluster, sends: list[Any], partitioner: Any
+) -> None:
+    producer = Producer(cluster, cluster._topics["t"], partitioner=partitioner)
     assert list(producer.produce([])) == []
     assert len(producer.produce(iter([]))) == 0
     assert sends == []
