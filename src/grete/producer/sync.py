@@ -48,7 +48,6 @@ def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     return value
 
 
-
 # Up to this many partitions, keyed messages are grouped with one masked pass
 # per partition (bytes.translate + itertools.compress, all in C, no per-message
 # objects kept); beyond it one stable sort by partition id is cheaper.
@@ -117,20 +116,22 @@ def _keyed_columns(
     keys: list[bytes] = []
     values: list[bytes] = []
     source = iter(messages)
-    while chunk := messages if isinstance(messages, list) else list(islice(source, _READ_CHUNK)):
+    chunks: Iterable[list[Any]]
+    if is_list := isinstance(messages, list):
+        chunks = [messages]
+    else:
+        chunks = iter(lambda: list(islice(source, _READ_CHUNK)), [])
+    for chunk in chunks:
         if (
             set(map(type, chunk)) != {tuple}
             or set(map(len, chunk)) != {2}
             or set(map(type, ck := list(map(itemgetter(0), chunk)))) != {bytes}
             or set(map(type, cv := list(map(itemgetter(1), chunk)))) != {bytes}
         ):
-            if isinstance(messages, list):
-                return [], messages
-            return [], chain(zip(keys, values, strict=True), chunk, source)
+            # Put back what was read, in front of the rest (a list: all of it).
+            return [], messages if is_list else chain(zip(keys, values, strict=True), chunk, source)
         keys += ck
         values += cv
-        if isinstance(messages, list):
-            break
     return [keys, values], None
 
 
@@ -492,7 +493,7 @@ class Producer:
         batches: list[ProducerBatch] = []
         partitions = self._sorted_partitions()
         now_ms, created = int(time.time() * 1000), time.monotonic()
-        sizes = [RECORD_OVERHEAD + n for n in map(len, values)]
+        sizes = list(map(add, map(len, values), _OVERHEADS))
         for start, end, total in self._chunks(sizes):
             if total > self._max_request_size - BATCH_OVERHEAD:
                 failures.append(MessageFailure(start, self._too_large(start, total), False))
