@@ -10,16 +10,30 @@ It does no I/O and reads no clock: callers pass ``now``.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
+from itertools import accumulate, repeat
+from operator import add
 from typing import Any
 
 from grete.producer.batch import ProducerBatch
+from grete.producer.grouping import by_partition
 from grete.producer.message import Headers
 
 # Bytes a record adds around its key and value (length, attributes,
 # timestamp and offset deltas, key/value lengths, header count): an upper
 # bound for records under 16 KiB, used to bound batch and request sizes.
 RECORD_OVERHEAD = 21
+
+
+_OVERHEADS = repeat(RECORD_OVERHEAD)
+
+#: Keyed records to partition ids, for :meth:`Accumulator.place_stage`: each
+#: key's hash (``(hash & 0x7fffffff) % count`` is its partition) and ``count``.
+KeyPlacer = Callable[[list[bytes]], "tuple[Iterable[int], int]"]
+#: Told that records moved from the stage into ``batch`` at ``first`` onwards
+#: (``stage``, ``batch``, their handles, ``first``): a front end re-points its handles.
+OnPlaced = Callable[[ProducerBatch, ProducerBatch, list[Any], int], None]
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
@@ -42,6 +56,8 @@ class Accumulator:
         on_new_batch: Callable[[int], None] | None = None,
         owner: Any = None,
         int_handles: bool = False,
+        key_placer: KeyPlacer | None = None,
+        on_placed: OnPlaced | None = None,
     ) -> None:
         self.topic = topic
         self.max_records = max_records
@@ -61,9 +77,90 @@ class Accumulator:
         # The batch the last append() went into (its record is the last one):
         # lets a front end point its delivery handle at the batch.
         self.last: ProducerBatch | None = None
+        # Keyed records whose partitions are not chosen yet: a front end's fast
+        # path appends to it directly (under its lock), and place_stage() places
+        # them all at once. None when empty.
+        self.stage: ProducerBatch | None = None
+        self._key_placer = key_placer
+        self.on_placed = on_placed  # settable later, like owner
 
     def __len__(self) -> int:
-        return len(self.open_batches) + len(self._ready)
+        return len(self.open_batches) + len(self._ready) + (self.stage is not None)
+
+    def new_stage(self, now: float) -> ProducerBatch:
+        """Open the stage: a batch with no partition yet (id -1) and a key
+        column, whose records lingers from ``now`` like an open batch's.
+        Needs the ``key_placer`` given at construction."""
+        assert self._key_placer is not None and self.stage is None
+        stage = self.stage = ProducerBatch(self.topic, -1, now, self.owner)
+        stage.keys = []
+        return stage
+
+    def place_stage(self) -> bool:
+        """Move the staged records into their partitions' batches, in order,
+        closing the batches they fill; True when a batch became ready.
+
+        Each record must be within ``max_bytes`` (the front end checked)."""
+        stage, self.stage = self.stage, None
+        if stage is None:
+            return False
+        assert self._key_placer is not None
+        keys: list[bytes] = stage.keys  # type: ignore[assignment]
+        hashes, count = self._key_placer(keys)
+        closed = False
+        columns = (keys, stage.values, stage.timestamps, stage.handles)
+        for pid, take in by_partition(hashes, count, len(keys)):
+            group = [take(column) for column in columns]  # type: ignore[arg-type]
+            closed = self._extend(stage, pid, *group) or closed
+        return closed
+
+    def _extend(
+        self,
+        stage: ProducerBatch,
+        pid: int,
+        keys: list[bytes],
+        values: list[bytes],
+        timestamps: list[int],
+        handles: list[Any],
+    ) -> bool:
+        """Append one partition's staged records to its open batch, opening and
+        closing batches by ``max_records`` and ``max_bytes`` as append() does."""
+        ends = list(accumulate(map(add, map(add, map(len, keys), map(len, values)), _OVERHEADS)))
+        ends.insert(0, 0)  # ends[i]: bytes of the first i records
+        closed = False
+        start, n = 0, len(values)
+        while start < n:
+            batch = self.open_batches.get(pid)
+            if batch is None:
+                batch = self.open_batches[pid] = ProducerBatch(
+                    self.topic, pid, stage.created, self.owner
+                )
+                batch.keys = []
+            elif batch.keys is None:
+                batch.keys = [None] * len(batch.values)
+            had = len(batch.values)
+            fits = bisect_right(ends, ends[start] + self.max_bytes - batch.size, start) - 1
+            end = min(n, start + self.max_records - had, fits)
+            if end == start and not had:
+                end = start + 1  # an empty batch takes any record the front end let in
+            if end > start:
+                if not had:
+                    batch.base_timestamp = timestamps[start]
+                batch.values += values[start:end]
+                batch.keys += keys[start:end]
+                batch.timestamps += timestamps[start:end]  # type: ignore[operator]
+                if batch.headers is not None:
+                    batch.headers += [None] * (end - start)
+                moved = handles[start:end]
+                batch.handles += moved  # type: ignore[operator]
+                batch.size += ends[end] - ends[start]
+                if self.on_placed is not None:
+                    self.on_placed(stage, batch, moved, had)
+            if end < n or len(batch.values) >= self.max_records:
+                self.close(pid, batch)
+                closed = True
+            start = end
+        return closed
 
     def append(
         self,
@@ -113,7 +210,11 @@ class Accumulator:
 
         ``hold(batch)`` True keeps a lingered batch open and filling: its
         partition could not send it yet anyway (see ``ProduceEngine.backlogged``).
-        Full batches are never held."""
+        Full batches are never held. The stage is placed first when it has
+        lingered too (or ``force``)."""
+        stage = self.stage
+        if stage is not None and (force or now - stage.created >= self.linger_s):
+            self.place_stage()
         ready, self._ready = self._ready, []
         for partition, batch in list(self.open_batches.items()):
             if force or (
@@ -130,6 +231,8 @@ class Accumulator:
         if self._ready:
             return 0.0
         created = [b.created for b in self.open_batches.values() if hold is None or not hold(b)]
+        if self.stage is not None:
+            created.append(self.stage.created)
         return min(created) + self.linger_s if created else None
 
     def take_all(self) -> list[ProducerBatch]:

@@ -14,9 +14,13 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from itertools import count as counting
+from itertools import repeat
 from typing import Any
 
+from grete._murmur2 import unsigned_murmur2_many
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError, MessageSizeTooLarge
 from grete.partitioners import DefaultPartitioner, StickyPartitioner, java_key_hash
@@ -43,6 +47,10 @@ _time_ns = time.time_ns  # ms timestamps as time_ns() // 1e6: 3x cheaper than in
 _monotonic = time.monotonic
 _new_object = object.__new__
 _NO_HANDLES = range(0)  # a done batch's handles (see _Sender.batch_done)
+_consume: Callable[[Iterable[Any]], None] = deque(
+    maxlen=0
+).extend  # runs an iterator to its end, in C
+_BATCH_ATTR, _INDEX_ATTR = repeat("_batch"), repeat("_index")
 
 # Senders of this process: a child after fork() has their state but not their
 # threads, so they are marked unusable there (checked once per produce()).
@@ -287,6 +295,19 @@ class _Sender:
         with self.done_cond:  # flush() waits for callbacks too
             self.done_cond.notify_all()
 
+    def placed(
+        self, stage: ProducerBatch, batch: ProducerBatch, futures: list[Any], first: int
+    ) -> None:
+        """Staged records moved into ``batch`` from index ``first`` on (see
+        ``Accumulator.place_stage``): their futures follow them. Under
+        ``done_cond``, where add_done_callback() reads a future's batch and
+        flags it, so a callback asked for meanwhile is never lost."""
+        with self.done_cond:
+            _consume(map(setattr, futures, _BATCH_ATTR, repeat(batch)))
+            _consume(map(setattr, futures, _INDEX_ATTR, counting(first)))
+            if stage.notify:
+                batch.notify = True
+
     def _release(self, count: int, size: int, resolved: int = 0) -> None:
         with self.lock:
             self.unresolved -= resolved
@@ -405,6 +426,7 @@ class BackgroundProducer:
             max_bytes=min(max_batch_bytes, max_request_size) - BATCH_OVERHEAD,
             linger_s=linger_ms / 1000,
             on_new_batch=_sticky_hook(topic, self._on_new_batch, self._sticky),
+            key_placer=None if self._key_hash is None else _key_placer(topic),
         )
         engine = ProduceEngine(
             on_done=lambda *a: None,
@@ -423,6 +445,7 @@ class BackgroundProducer:
         )
         self._sender = sender = _Sender(self, cluster, engine)
         self._acc.owner = sender  # futures wait on the sender's condition
+        self._acc.on_placed = sender.placed
         engine.on_done = sender.batch_done
         self._closed = False
         sender.thread.start()
@@ -459,30 +482,45 @@ class BackgroundProducer:
             and partition is None
             and self._plain
         ):
+            # Unkeyed: into the sticky partition's open batch. Keyed, with a
+            # Java-compatible partitioner: into the accumulator's stage, whose
+            # records are placed in their partitions all at once
+            # (Accumulator.place_stage, every _STAGE_MAX records and when the
+            # stage has lingered). Hashing keys in bulk costs less per record,
+            # and keeps the GIL here: the extension releases it per call, which
+            # let the sender thread in after every message and cut batches short.
             if partition_key is None:
-                pid = self._sticky[0]
                 size = len(value) + RECORD_OVERHEAD
-            elif (
-                type(partition_key) is bytes
-                and self._key_hash is not None
-                and (n := len(self._topic.partitions))
-            ):
-                pid = (self._key_hash(partition_key) & 0x7FFFFFFF) % n
+            elif type(partition_key) is bytes and self._key_hash is not None:
                 size = len(value) + len(partition_key) + RECORD_OVERHEAD
             else:
-                pid = None
                 size = 0
-            if pid is not None:
+            if size and size <= self._max_record:
                 ts = _time_ns() // 1_000_000
                 sender = self._sender
                 acc = self._acc
-                full = False
+                wake = False
                 sender.lock.acquire()
                 try:
-                    batch = acc.open_batches.get(pid)
+                    if partition_key is None:
+                        pid = self._sticky[0]
+                        batch = acc.open_batches.get(pid)  # type: ignore[arg-type]
+                        if (
+                            batch is None
+                            or batch.size + size > acc.max_bytes
+                            or acc.stage is not None  # staged keyed records go first
+                        ):
+                            batch = None
+                    elif self._topic.partitions:
+                        batch = acc.stage
+                        if batch is None:
+                            batch = acc.new_stage(_monotonic())
+                            # To be placed within linger_ms: the sender may be asleep for longer.
+                            wake = True
+                    else:
+                        batch = None
                     if (
                         batch is None
-                        or batch.size + size > acc.max_bytes
                         or sender.queued_messages >= self._max_queued_messages
                         or sender.queued_bytes + size > self._max_buffer_bytes
                         or sender.forked
@@ -500,24 +538,24 @@ class BackgroundProducer:
                         values.append(value)
                         batch.timestamps.append(ts)  # type: ignore[union-attr]
                         batch.handles.append(future)  # type: ignore[union-attr, arg-type]
-                        keys = batch.keys
-                        if keys is not None:
-                            keys.append(partition_key)
-                        elif partition_key is not None:
-                            batch.add_key(partition_key)
+                        if batch.keys is not None:
+                            batch.keys.append(partition_key)
                         if batch.headers is not None:
                             batch.headers.append(None)
                         batch.size += size
                         sender.queued_messages += 1
                         sender.queued_bytes += size
                         sender.unresolved += 1
-                        if len(values) >= acc.max_records:
-                            acc.close(pid, batch)
-                            full = True
+                        if partition_key is not None:
+                            if len(values) >= _STAGE_MAX:
+                                wake = acc.place_stage() or wake
+                        elif len(values) >= acc.max_records:
+                            acc.close(pid, batch)  # type: ignore[arg-type]
+                            wake = True  # a full batch goes now
                 finally:
                     sender.lock.release()
                 if future is not None:
-                    if full:  # a full batch goes now
+                    if wake:
                         sender.network.wakeup()
                     return future
         return self._produce(value, partition_key, timestamp, headers, partition, callback)
@@ -588,7 +626,9 @@ class BackgroundProducer:
             sender.queued_bytes += size
             sender.unresolved += 1
             acc = self._acc
-            full = acc.append(pid, k, v, h, ts, future, size, _monotonic())
+            # Staged keyed records were produced before this one: placed first, they stay first.
+            placed = acc.stage is not None and acc.place_stage()
+            full = acc.append(pid, k, v, h, ts, future, size, _monotonic()) or placed
             batch = acc.last
             assert batch is not None
             future._batch = batch
@@ -697,6 +737,24 @@ class BackgroundProducer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# produce() places the stage once it holds this many keyed records (see _stage_keyed).
+_STAGE_MAX = 1024
+
+
+def _key_placer(topic: Topic) -> Callable[[list[bytes]], tuple[Iterable[int], int]]:
+    """The Accumulator's ``key_placer``: murmur2 of every key in one C-level
+    map, and the topic's partition count (the last one seen, should a
+    metadata refresh ever leave the topic without partitions)."""
+    last = [len(topic.partitions)]
+
+    def place(keys: list[bytes]) -> tuple[Iterable[int], int]:
+        partitions = len(topic.partitions) or last[0]
+        last[0] = partitions
+        return unsigned_murmur2_many(keys), partitions
+
+    return place
 
 
 def _sticky_hook(topic: Topic, hook: Any, cell: list[int | None]) -> Callable[[int], None] | None:

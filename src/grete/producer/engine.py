@@ -185,9 +185,7 @@ class ProduceEngine:
             for batch in state.queue:
                 if batch.maybe_written and batch.base_sequence is not None:
                     self._queued -= 1
-                    self._finish(
-                        batch, -1, -1, OutcomeUnknownError(batch.topic, batch.partition)
-                    )
+                    self._finish(batch, -1, -1, OutcomeUnknownError(batch.topic, batch.partition))
                     continue
                 batch.base_sequence = None
                 keep.append(batch)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
-from itertools import chain, compress, islice, repeat
-from operator import add, and_, itemgetter, mod
+from itertools import chain, islice, repeat
+from operator import add, itemgetter
 from typing import Any, overload
 
 from grete._murmur2 import unsigned_murmur2_bytes, unsigned_murmur2_many
@@ -26,6 +25,7 @@ from grete.producer.errors import (
     ProduceFailureError,
     ProducerClosedError,
 )
+from grete.producer.grouping import by_partition
 from grete.producer.message import DeliveryResult, Headers, Message, to_bytes, to_headers
 from grete.protocol.compression import CompressionType, validate_level
 from grete.protocol.records import BATCH_OVERHEAD
@@ -48,14 +48,6 @@ def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     return value
 
 
-# Up to this many partitions, keyed messages are grouped with one masked pass
-# per partition (bytes.translate + itertools.compress, all in C, no per-message
-# objects kept); beyond it one stable sort by partition id is cheaper.
-_MASKED_GROUPING_MAX = 8
-# _MASKS[pid] maps the byte ``pid`` to 1 and every other byte to 0.
-_MASKS = [bytes(int(i == pid) for i in range(256)) for pid in range(_MASKED_GROUPING_MAX)]
-
-
 def _by_partition(
     keys: list[bytes],
     values: list[bytes],
@@ -67,72 +59,52 @@ def _by_partition(
     messages, in input order, where a key goes to ``(hash(key) & 0x7fffffff)
     % count`` as in the Java client (``hash_all(keys)``: each key's hash).
     Indexes count from ``first``."""
-    hashes = map(and_, hash_all(keys), repeat(0x7FFFFFFF))
-    n = len(keys)
-    if count <= _MASKED_GROUPING_MAX:
-        # One byte per message rather than a list of ints: 1 byte, not 8 + 28, each.
-        pids = bytes(map(mod, hashes, repeat(count)))
-        for pid in range(count):
-            mask = pids.translate(_MASKS[pid])
-            indexes = array("q", compress(range(first, first + n), mask))
-            if indexes:
-                yield pid, indexes, list(compress(keys, mask)), list(compress(values, mask))
-        return
-    pid_list = list(map(mod, hashes, repeat(count)))
-    order = sorted(range(n), key=pid_list.__getitem__)  # stable: input order kept
-    placed = list(map(pid_list.__getitem__, order))
-    del pid_list
-    for pid in range(count):
-        lo, hi = bisect_left(placed, pid), bisect_left(placed, pid + 1)
-        if lo < hi:
-            part = order[lo:hi]
-            yield (
-                pid,
-                array("q", part if not first else map(add, part, repeat(first))),
-                list(map(keys.__getitem__, part)),
-                list(map(values.__getitem__, part)),
-            )
+    indexes = range(first, first + len(keys))
+    for pid, take in by_partition(hash_all(keys), count, len(keys)):
+        yield pid, array("q", take(indexes)), take(keys), take(values)
 
 
 # An iterator of messages is read this many at a time by the keyed fast path.
 _READ_CHUNK = 16_384
-# The keyed fast path groups this many messages at a time, and sends the batches
-# they fill while it groups the next ones.
-_GROUP_CHUNK = 16_384
+# Batches built and waiting to be sent, past which building more waits for
+# answers (the keyed path builds as it sends: this bounds its memory).
+_AHEAD_MAX = 32
 _OVERHEADS = repeat(RECORD_OVERHEAD)
 # While batches are being built, the requests ready are sent every this many batches.
 _STEP_EVERY = 8
 
 
-def _keyed_columns(
-    messages: Iterable[Any],
-) -> tuple[list[list[bytes]], Iterable[Any] | None]:
-    """Split ``(bytes, bytes)`` tuples into a key and a value column with
-    C-level passes, a chunk at a time (an iterator's tuples are never all
-    held at once). Returns ``([keys, values], None)``, or, at the first chunk
-    of another shape, ``([], everything)``: the same messages, in order, for
-    the general path (what was read is put back in front of the rest). A
-    list, so that its consumer can let go of the columns when done."""
-    keys: list[bytes] = []
-    values: list[bytes] = []
+#: Keyed messages as columns, a chunk at a time: ``(keys, values)`` pairs of lists.
+_Chunks = list[tuple[list[bytes], list[bytes]]]
+
+
+def _keyed_columns(messages: Iterable[Any]) -> tuple[_Chunks, Iterable[Any] | None]:
+    """Split ``(bytes, bytes)`` tuples into key and value columns with C-level
+    passes, ``_READ_CHUNK`` messages at a time (an iterator's tuples are never
+    all held at once). Returns ``(chunks, None)``, or, at the first chunk of
+    another shape, ``([], everything)``: the same messages, in order, for the
+    general path (what was read is put back in front of the rest). Chunks,
+    not one column, so that their consumer can free each once it is grouped."""
+    chunks: _Chunks = []
     source = iter(messages)
-    chunks: Iterable[list[Any]]
-    if is_list := isinstance(messages, list):
-        chunks = [messages]
-    else:
-        chunks = iter(lambda: list(islice(source, _READ_CHUNK)), [])
-    for chunk in chunks:
+    for chunk in iter(lambda: list(islice(source, _READ_CHUNK)), []):
         if (
             set(map(type, chunk)) != {tuple}
             or set(map(len, chunk)) != {2}
             or set(map(type, ck := list(map(itemgetter(0), chunk)))) != {bytes}
             or set(map(type, cv := list(map(itemgetter(1), chunk)))) != {bytes}
         ):
-            # Put back what was read, in front of the rest (a list: all of it).
-            return [], messages if is_list else chain(zip(keys, values, strict=True), chunk, source)
-        keys += ck
-        values += cv
-    return [keys, values], None
+            if isinstance(messages, list):
+                return [], messages
+            # Put back what was read, in front of the rest.
+            return [], chain(_pairs(chunks), chunk, source)
+        chunks.append((ck, cv))
+    return chunks, None
+
+
+def _pairs(chunks: _Chunks) -> Iterator[tuple[bytes, bytes]]:
+    """The ``(key, value)`` tuples again."""
+    return chain.from_iterable(zip(keys, values, strict=True) for keys, values in chunks)
 
 
 class Producer:
@@ -270,12 +242,12 @@ class Producer:
             ):
                 return self._produce_values(messages)
             if self._key_hash is not None and (messages or not isinstance(messages, list)):
-                columns, rest = _keyed_columns(messages)
+                chunks, rest = _keyed_columns(messages)
                 if rest is None:
-                    keyed = self._produce_keyed(columns, self._key_hash)
+                    keyed = self._produce_keyed(chunks, self._key_hash)
                     if keyed is not None:
                         return keyed
-                    messages = zip(*columns, strict=True)
+                    messages = _pairs(chunks)
                 else:
                     messages = rest
             # Lazily: a sticky partitioner must see each batch close before it
@@ -406,7 +378,7 @@ class Producer:
             start = end
 
     def _produce_keyed(
-        self, columns: list[list[bytes]], key_hash: Callable[[bytes], int]
+        self, chunks: _Chunks, key_hash: Callable[[bytes], int]
     ) -> Sequence[DeliveryResult] | None:
         """The keyed fast path: ``(key, value)`` tuples of ``bytes`` (split
         into columns by :func:`_keyed_columns`, which checked them all) with a
@@ -421,24 +393,23 @@ class Producer:
         if key_hash is unsigned_murmur2_bytes:
             hash_all = unsigned_murmur2_many  # no Python call per key
         failures: list[MessageFailure] = []
-        batches = self._keyed_batches(columns, hash_all, count, failures)
-        return self._send_batches(len(columns[0]), batches, failures)
+        total = sum(len(keys) for keys, _ in chunks)
+        batches = self._keyed_batches(chunks, hash_all, count, failures)
+        return self._send_batches(total, batches, failures)
 
     def _keyed_batches(
         self,
-        columns: list[list[bytes]],
+        chunks: _Chunks,
         hash_all: Callable[[list[bytes]], Iterable[int]],
         count: int,
         failures: list[MessageFailure],
     ) -> Iterator[ProducerBatch]:
         """The batches of :meth:`_produce_keyed`, each holding messages of one
-        partition in input order: grouped ``_GROUP_CHUNK`` messages at a time,
-        a batch is yielded (and can be sent) as soon as it is full; a
-        partition's remainder waits for the next chunk (``rest``). The
-        ``[keys, values]`` columns are taken out of ``columns``, so they are
-        freed as soon as the last batch is built."""
-        keys, values = columns
-        columns.clear()
+        partition in input order: grouped a chunk at a time, a batch is
+        yielded (and can be sent) as soon as it is full; a partition's
+        remainder waits for the next chunk (``rest``). Each chunk is taken out
+        of ``chunks`` as it is grouped, so its columns are freed then."""
+        chunks.reverse()  # popped from the end, in input order
         now_ms, created = int(time.time() * 1000), time.monotonic()
         max_bytes = self._max_request_size - BATCH_OVERHEAD
         rest: dict[int, tuple[array[int], list[bytes], list[bytes]]] = {}
@@ -462,21 +433,17 @@ class Producer:
                 )
                 yield batch
 
-        n = len(keys)
-        for first in range(0, n, _GROUP_CHUNK):
-            hold = first + _GROUP_CHUNK < n
-            chunk = _by_partition(
-                keys[first : first + _GROUP_CHUNK],
-                values[first : first + _GROUP_CHUNK],
-                hash_all,
-                count,
-                first,
-            )
-            for pid, indexes, pkeys, pvalues in chunk:
+        first = 0
+        while chunks:
+            keys, values = chunks.pop()
+            hold = bool(chunks)
+            for pid, indexes, pkeys, pvalues in _by_partition(keys, values, hash_all, count, first):
                 held = rest.pop(pid, None)
                 if held is not None:
                     indexes, pkeys, pvalues = held[0] + indexes, held[1] + pkeys, held[2] + pvalues
                 yield from cut(pid, indexes, pkeys, pvalues, hold)
+            first += len(keys)
+            del keys, values
         # Partitions the last chunk had no message for still hold their remainder.
         for pid, (indexes, pkeys, pvalues) in sorted(rest.items()):
             yield from cut(pid, indexes, pkeys, pvalues, False)
@@ -530,6 +497,8 @@ class Producer:
                 engine.add(batch)
                 if not i % _STEP_EVERY:
                     driver.step(0)  # the brokers work on these while we build more
+                    while engine.queued > _AHEAD_MAX:
+                        driver.step(0.05)
             while not engine.idle:
                 driver.step(0.05)
         except BaseException as exc:

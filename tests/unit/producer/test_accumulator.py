@@ -6,11 +6,16 @@ from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
 
 
 def _acc(
-    max_records: int = 3, max_bytes: int = 10_000, linger_s: float = 0.0,
+    max_records: int = 3,
+    max_bytes: int = 10_000,
+    linger_s: float = 0.0,
     closed: list[int] | None = None,
 ) -> Accumulator:
     return Accumulator(
-        "t", max_records=max_records, max_bytes=max_bytes, linger_s=linger_s,
+        "t",
+        max_records=max_records,
+        max_bytes=max_bytes,
+        linger_s=linger_s,
         on_new_batch=None if closed is None else closed.append,
     )
 
@@ -148,3 +153,105 @@ def test_full_and_forced_batches_are_never_held() -> None:
     _add(acc, 1, b"c", 0.0)
     assert [b.values for b in acc.drain(1.0, hold=hold)] == [[b"a", b"b"]]
     assert [b.values for b in acc.drain(1.0, force=True, hold=hold)] == [[b"c"]]
+
+
+# -- the stage: keyed records placed in their partitions all at once ---------
+
+
+def _staging_acc(
+    max_records: int = 100, max_bytes: int = 10_000, count: int = 3, linger_s: float = 0.0
+) -> tuple[Accumulator, list[tuple[int, list[object], int]]]:
+    """An accumulator whose keys are decimal numbers hashing to themselves
+    (key k goes to partition k % count), recording each on_placed call."""
+    placed: list[tuple[int, list[object], int]] = []
+    acc = Accumulator(
+        "t",
+        max_records=max_records,
+        max_bytes=max_bytes,
+        linger_s=linger_s,
+        key_placer=lambda keys: ([int(k) for k in keys], count),
+        on_placed=lambda stage, batch, handles, first: placed.append(
+            (batch.partition, list(handles), first)
+        ),
+    )
+    return acc, placed
+
+
+def _stage(acc: Accumulator, keys: list[int], now: float = 0.0, value: bytes = b"v") -> None:
+    stage = acc.stage if acc.stage is not None else acc.new_stage(now)
+    for k in keys:
+        key = b"%d" % k
+        stage.values.append(value)
+        stage.keys.append(key)  # type: ignore[union-attr]
+        stage.timestamps.append(1000 + k)  # type: ignore[union-attr]
+        stage.handles.append(k)  # type: ignore[union-attr]
+        stage.size += record_size(key, value, None)
+
+
+def test_stage_places_records_in_their_partitions_in_order() -> None:
+    acc, placed = _staging_acc(count=3)
+    _stage(acc, list(range(10)), now=5.0)
+    assert len(acc) == 1 and acc.stage is not None
+    assert acc.place_stage() is False  # nothing filled up
+    assert acc.stage is None
+    for pid in range(3):
+        batch = acc.open_batches[pid]
+        assert batch.partition == pid and batch.created == 5.0
+        assert batch.keys == [b"%d" % k for k in range(pid, 10, 3)]
+        assert list(batch.handles) == list(range(pid, 10, 3))
+        assert batch.timestamps == [1000 + k for k in range(pid, 10, 3)]
+        assert batch.base_timestamp == 1000 + pid
+        assert batch.size == sum(record_size(k, b"v", None) for k in batch.keys)
+    assert placed == [(pid, list(range(pid, 10, 3)), 0) for pid in range(3)]
+
+
+def test_stage_placement_closes_batches_by_count_and_bytes() -> None:
+    acc, placed = _staging_acc(max_records=3, count=1)
+    _stage(acc, list(range(8)))
+    assert acc.place_stage() is True
+    ready = acc.drain(0.0, force=True)
+    assert [list(b.handles) for b in ready] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert [first for _, _, first in placed] == [0, 0, 0]
+
+    one = record_size(b"1", b"x" * 100, None)
+    acc, _ = _staging_acc(max_bytes=2 * one + 1, count=1)
+    _stage(acc, [0, 1, 2, 3, 4], value=b"x" * 100)
+    acc.place_stage()
+    ready = acc.drain(0.0, force=True)
+    assert [list(b.handles) for b in ready] == [[0, 1], [2, 3], [4]]
+    assert all(b.size <= 2 * one + 1 for b in ready)
+
+
+def test_stage_fills_an_open_unkeyed_batch_and_keeps_columns_aligned() -> None:
+    acc, placed = _staging_acc(count=1)
+    acc.append(0, None, b"first", None, 999, "h", record_size(None, b"first", None), 0.0)
+    _stage(acc, [7, 8])
+    acc.place_stage()
+    batch = acc.open_batches[0]
+    assert batch.values == [b"first", b"v", b"v"]
+    assert batch.keys == [None, b"7", b"8"]
+    assert list(batch.handles) == ["h", 7, 8]
+    assert batch.timestamps == [999, 1007, 1008] and batch.base_timestamp == 999
+    assert placed == [(0, [7, 8], 1)]
+
+
+def test_many_partitions_are_grouped_by_sorting() -> None:
+    acc, _ = _staging_acc(count=20)
+    _stage(acc, list(range(100)))
+    acc.place_stage()
+    assert sorted(acc.open_batches) == list(range(20))
+    for pid, batch in acc.open_batches.items():
+        assert list(batch.handles) == list(range(pid, 100, 20))
+
+
+def test_stage_lingers_like_a_batch_and_is_placed_by_drain() -> None:
+    acc, _ = _staging_acc(linger_s=1.0)
+    _stage(acc, [1, 2], now=10.0)
+    assert acc.next_deadline() == 11.0
+    assert acc.drain(10.5) == [] and acc.stage is not None  # not lingered yet
+    ready = acc.drain(11.0)  # placed, and its batches lingered since 10.0
+    assert acc.stage is None
+    assert sorted(list(b.handles) for b in ready) == [[1], [2]]
+    _stage(acc, [3], now=20.0)
+    assert [list(b.handles) for b in acc.take_all()] == [[3]]
+    assert len(acc) == 0

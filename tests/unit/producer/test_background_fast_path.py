@@ -26,6 +26,7 @@ from grete.producer import (
     ProducerQueueFullError,
 )
 from grete.producer.accumulator import record_size
+from grete.producer.background import _STAGE_MAX
 from grete.producer.batch import ProducerBatch
 
 
@@ -37,6 +38,12 @@ def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:
 
 def _batch(future: DeliveryFuture) -> ProducerBatch:
     return future._batch
+
+
+def _place(p: BackgroundProducer) -> None:
+    """Place staged keyed messages now, as the sender does once they lingered."""
+    with p._sender.lock:
+        p._acc.place_stage()
 
 
 def _columns_aligned(batch: ProducerBatch) -> None:
@@ -115,10 +122,55 @@ def test_keyed_messages_land_where_java_puts_them(cluster: Cluster, partitioner:
     p = _producer(cluster, partitioner=partitioner)
     try:
         keys = [b"key-%d" % i for i in range(300)]
-        for key in keys:
-            p.produce(b"v", partition_key=key)  # the first per partition opens the batch
-        placed = [_batch(p.produce(b"v", partition_key=key)).partition for key in keys]
+        futures = [p.produce(b"v", partition_key=key) for key in keys]
+        assert {_batch(f).partition for f in futures} == {-1}  # staged, not placed yet
+        _place(p)
+        placed = [_batch(f).partition for f in futures]
         assert placed == [partition_id_for_key(key, 3) for key in keys]
+        for batch in {_batch(f) for f in futures}:
+            _columns_aligned(batch)
+    finally:
+        p.close(0.1)
+
+
+def test_staged_futures_read_back_and_follow_their_records(cluster: Cluster) -> None:
+    p = _producer(cluster)
+    try:
+        keys = [b"key-%d" % i for i in range(_STAGE_MAX + 10)]
+        futures = [p.produce(b"v%d" % i, partition_key=k) for i, k in enumerate(keys)]
+        # The first _STAGE_MAX were placed when the stage filled; the rest wait.
+        assert {_batch(f).partition for f in futures[_STAGE_MAX:]} == {-1}
+        assert [_batch(f).partition for f in futures[:_STAGE_MAX]] == [
+            partition_id_for_key(k, 3) for k in keys[:_STAGE_MAX]
+        ]
+        assert [(f.key, f.value) for f in futures] == [(k, b"v%d" % i) for i, k in enumerate(keys)]
+        assert not any(f.done() for f in futures)
+        assert p.metrics()["queued_messages"] == len(keys)
+        _place(p)
+        batches = {_batch(f) for f in futures}
+        assert {b.partition for b in batches} == {0, 1, 2}
+        for batch in batches:
+            _columns_aligned(batch)
+            # Per partition, produce order.
+            assert batch.values == sorted(batch.values, key=lambda v: int(v[1:]))
+    finally:
+        p.close(0.1)
+
+
+def test_a_message_on_the_general_path_goes_after_staged_ones(cluster: Cluster) -> None:
+    p = _producer(cluster)
+    try:
+        key = next(b"k%d" % i for i in range(100) if partition_id_for_key(b"k%d" % i, 3) == 1)
+        staged = [p.produce(b"a", partition_key=key), p.produce(b"b", partition_key=key)]
+        explicit = p.produce(b"c", partition=1)  # general path: places the stage first
+        with_headers = p.produce(b"d", partition_key=key, headers=[("h", b"1")])
+        unkeyed = p.produce(b"e")
+        batch = _batch(explicit)
+        assert all(_batch(f) is batch for f in [*staged, with_headers])
+        assert batch.values[:4] == [b"a", b"b", b"c", b"d"]
+        assert batch.keys[:4] == [key, key, None, key]  # type: ignore[index]
+        _columns_aligned(batch)
+        _columns_aligned(_batch(unkeyed))
     finally:
         p.close(0.1)
 
@@ -189,7 +241,8 @@ def test_queue_bound_holds_on_the_fast_path(cluster: Cluster) -> None:
         p.close(0.1)
 
 
-def test_callback_given_to_produce_runs_once(cluster: Cluster) -> None:
+@pytest.mark.parametrize("keyed", [False, True], ids=["sticky-batch", "staged"])
+def test_callback_given_to_produce_runs_once(cluster: Cluster, keyed: bool) -> None:
     seen: list[DeliveryFuture] = []
     lock = threading.Lock()
 
@@ -197,12 +250,17 @@ def test_callback_given_to_produce_runs_once(cluster: Cluster) -> None:
         with lock:
             seen.append(f)
 
+    def key(i: int) -> bytes | None:
+        return b"k%d" % i if keyed else None
+
     p = _producer(cluster)
-    futures = [p.produce(b"v%d" % i, callback=callback) for i in range(10)]
-    futures[3].add_done_callback(callback)
+    futures = [p.produce(b"v%d" % i, partition_key=key(i), callback=callback) for i in range(10)]
+    later = [p.produce(b"w%d" % i, partition_key=key(i)) for i in range(10)]
+    # Asked for while the message waits (for a keyed one: in the stage, unplaced).
+    later[4].add_done_callback(callback)
     p.close(0.1)  # the dead cluster fails every message: callbacks run
-    assert sorted(map(id, seen)) == sorted(map(id, [*futures, futures[3]]))
-    assert all(f.done() and f.exception() is not None for f in futures)
+    assert sorted(map(id, seen)) == sorted(map(id, [*futures, later[4]]))
+    assert all(f.done() and f.exception() is not None for f in [*futures, *later])
 
 
 def test_closed_producer_refuses_on_the_fast_path(cluster: Cluster) -> None:

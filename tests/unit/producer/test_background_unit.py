@@ -133,6 +133,7 @@ def test_get_delivery_report_needs_delivery_reports(cluster: Cluster) -> None:
 
 # -- an unreachable cluster --------------------------------------------------
 
+
 def test_queue_full_without_blocking_raises_at_once(cluster: Cluster) -> None:
     p = _producer(cluster, max_queued_messages=5, block_on_queue_full=False)
     try:
@@ -359,8 +360,13 @@ def test_forked_child_cannot_produce(cluster: Cluster) -> None:
 
 def test_delivery_reports_bound_the_queue(cluster: Cluster) -> None:
     """Undrained reports count against max_queued_messages."""
-    p = _producer(cluster, delivery_reports=True, max_queued_messages=4,
-                  block_on_queue_full=False, delivery_timeout_ms=100)
+    p = _producer(
+        cluster,
+        delivery_reports=True,
+        max_queued_messages=4,
+        block_on_queue_full=False,
+        delivery_timeout_ms=100,
+    )
     try:
         futures = [p.produce(b"v%d" % i) for i in range(4)]
         for f in futures:

@@ -31,8 +31,9 @@ Done = tuple[ProducerBatch, int, int, "KafkaError | None"]
 class Harness:
     """An engine, a record of what it finished, and a controllable clock."""
 
-    def __init__(self, *, idempotent: bool = False, leaders: dict[int, int] | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, *, idempotent: bool = False, leaders: dict[int, int] | None = None, **kw: Any
+    ) -> None:
         self.done: list[Done] = []
         kw.setdefault("max_retries", 3)
         kw.setdefault("retry_backoff_s", 0.1)
@@ -74,8 +75,16 @@ class Harness:
             if code == 0:
                 base = self.next_offset.get(batch.partition, 0)
                 self.next_offset[batch.partition] = base + len(batch)
-            parts.append({"index": batch.partition, "error_code": code, "base_offset": base,
-                          "log_append_time_ms": -1, "error_message": None, "record_errors": []})
+            parts.append(
+                {
+                    "index": batch.partition,
+                    "error_code": code,
+                    "base_offset": base,
+                    "log_append_time_ms": -1,
+                    "error_message": None,
+                    "record_errors": [],
+                }
+            )
         body = {"responses": [{"name": TOPIC, "partition_responses": parts}]}
         self.engine.on_response(plan, body, self.now)
 
@@ -313,8 +322,10 @@ def test_transport_error_marks_maybe_written_and_keeps_sequence() -> None:
     retry = h.only_plan()
     assert _sequence_of(retry, 0) == seq
     # Same identity: the very same bytes go out again.
-    assert retry.body["topic_data"][0]["partition_data"][0]["records"] == \
-        first.body["topic_data"][0]["partition_data"][0]["records"]
+    assert (
+        retry.body["topic_data"][0]["partition_data"][0]["records"]
+        == first.body["topic_data"][0]["partition_data"][0]["records"]
+    )
     h.answer(retry)
     assert h.done[0][3] is None
 
@@ -461,8 +472,9 @@ def test_no_leader_waits_are_bounded_by_the_delivery_timeout() -> None:
 
 def test_acks_zero_finishes_without_offsets() -> None:
     done: list[Done] = []
-    engine = ProduceEngine(on_done=lambda b, o, t, e: done.append((b, o, t, e)),
-                           acks=0, timeout_ms=1000)
+    engine = ProduceEngine(
+        on_done=lambda b, o, t, e: done.append((b, o, t, e)), acks=0, timeout_ms=1000
+    )
     batch = ProducerBatch(TOPIC, 0, 0.0)
     batch.append(None, b"x", None, 1, 0, 5)
     engine.add(batch)
@@ -517,8 +529,9 @@ def _land(plan: Plan, log: dict[int, list[bytes | None]], next_seq: dict[int, in
         _land_one(plan, b, log, next_seq)
 
 
-def _land_one(plan: Plan, batch: ProducerBatch, log: dict[int, list[bytes | None]],
-              next_seq: dict[int, int]) -> int:
+def _land_one(
+    plan: Plan, batch: ProducerBatch, log: dict[int, list[bytes | None]], next_seq: dict[int, int]
+) -> int:
     """The broker's idempotence check for one batch: 0, DUPLICATE or OUT_OF_ORDER."""
     p = batch.partition
     _pid, _epoch, seq = _sequence_of(plan, p)

@@ -12,6 +12,7 @@ import pytest
 from grete._murmur2 import murmur2_pure
 from grete.cluster import Cluster
 from grete.producer import Producer, sync
+from grete.producer.grouping import MASKED_GROUPING_MAX
 
 
 def _naive(keys: list[bytes], count: int) -> dict[int, list[int]]:
@@ -21,7 +22,7 @@ def _naive(keys: list[bytes], count: int) -> dict[int, list[int]]:
     return groups
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, sync._MASKED_GROUPING_MAX, 9, 50, 300])
+@pytest.mark.parametrize("count", [1, 2, 3, MASKED_GROUPING_MAX, 9, 50, 300])
 def test_groups_like_the_java_partitioner_in_input_order(count: int) -> None:
     rnd = random.Random(count)
     keys = [rnd.randbytes(rnd.randrange(0, 20)) for _ in range(2000)]
@@ -44,9 +45,10 @@ def test_columns_of_key_value_tuples(monkeypatch: pytest.MonkeyPatch, as_iterato
     monkeypatch.setattr(sync, "_READ_CHUNK", 7)  # several chunks
     pairs = _pairs(30)
     source: Any = iter(pairs) if as_iterator else pairs
-    columns, rest = sync._keyed_columns(source)
+    chunks, rest = sync._keyed_columns(source)
     assert rest is None
-    assert list(zip(*columns, strict=True)) == pairs
+    assert [len(keys) for keys, _ in chunks] == [7, 7, 7, 7, 2]
+    assert list(sync._pairs(chunks)) == pairs
 
 
 @pytest.mark.parametrize(
@@ -59,13 +61,13 @@ def test_another_shape_hands_every_message_back_in_order(
     monkeypatch.setattr(sync, "_READ_CHUNK", 7)
     messages: list[Any] = [*_pairs(17), odd, *_pairs(12)]  # the odd one in the third chunk
     source: Any = iter(messages) if as_iterator else messages
-    columns, rest = sync._keyed_columns(source)
-    assert columns == [] and rest is not None
+    chunks, rest = sync._keyed_columns(source)
+    assert chunks == [] and rest is not None
     assert list(rest) == messages
 
 
 def test_empty_iterator_gives_empty_columns() -> None:
-    assert sync._keyed_columns(iter(())) == ([[], []], None)
+    assert sync._keyed_columns(iter(())) == ([], None)
 
 
 def test_indexes_count_from_first() -> None:
@@ -83,18 +85,16 @@ def test_keyed_batches_are_full_in_order_and_cover_every_message(
     """Grouped a chunk at a time, a partition's remainder waits for the next
     chunk (or the end): batches come out full except each partition's last,
     in input order per partition, every message in exactly one of them."""
-    monkeypatch.setattr(sync, "_GROUP_CHUNK", chunk)
     rnd = random.Random(chunk)
     keys = [rnd.randbytes(4) for _ in range(101)]
     values = [b"v%d" % i for i in range(101)]
     keys[50] = b"big"
     values[50] = b"x" * 5000  # over max_request_size: fails alone, where it is
-    producer = Producer(cluster, cluster._topics["t"], batch_size=batch_size,
-                        max_request_size=4096)
+    producer = Producer(cluster, cluster._topics["t"], batch_size=batch_size, max_request_size=4096)
     failures: list[Any] = []
-    columns = [keys, values]
-    batches = list(producer._keyed_batches(columns, partial(map, murmur2_pure), count, failures))
-    assert columns == []  # handed over, so freed with the generator
+    chunks = [(keys[i : i + chunk], values[i : i + chunk]) for i in range(0, 101, chunk)]
+    batches = list(producer._keyed_batches(chunks, partial(map, murmur2_pure), count, failures))
+    assert chunks == []  # each taken out as grouped, so freed then
     assert [f.index for f in failures] == [50]
     seen: list[int] = []
     by_partition: dict[int, list[int]] = {}
@@ -103,8 +103,7 @@ def test_keyed_batches_are_full_in_order_and_cover_every_message(
         assert 0 < len(handles) <= batch_size
         assert batch.keys == [keys[i] for i in handles]
         assert batch.values == [values[i] for i in handles]
-        assert all((murmur2_pure(keys[i]) & 0x7FFFFFFF) % count == batch.partition
-                   for i in handles)
+        assert all((murmur2_pure(keys[i]) & 0x7FFFFFFF) % count == batch.partition for i in handles)
         by_partition.setdefault(batch.partition, []).extend(handles)
         seen += handles
     assert sorted(seen) == [i for i in range(101) if i != 50]

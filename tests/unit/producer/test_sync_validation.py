@@ -54,8 +54,9 @@ BAD_MESSAGES: list[tuple[str, list[Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("messages"), [m for _, m in BAD_MESSAGES],
-                         ids=[n for n, _ in BAD_MESSAGES])
+@pytest.mark.parametrize(
+    ("messages"), [m for _, m in BAD_MESSAGES], ids=[n for n, _ in BAD_MESSAGES]
+)
 @pytest.mark.parametrize("as_iterator", [False, True])
 @pytest.mark.parametrize("partitioner", [random_partitioner, hashing_partitioner])
 def test_bad_messages_raise_before_sending(
@@ -113,11 +114,18 @@ def test_bad_config_raises_configuration_error(cluster: Cluster, kwargs: dict[st
 
 
 def test_good_config_is_accepted(cluster: Cluster) -> None:
-    p = Producer(cluster, cluster._topics["t"], required_acks=-1, max_in_flight=5,
-                 compression=1, compression_level=9)
+    p = Producer(
+        cluster,
+        cluster._topics["t"],
+        required_acks=-1,
+        max_in_flight=5,
+        compression=1,
+        compression_level=9,
+    )
     assert p._engine.idempotent and p._engine.acks == -1
-    q = Producer(cluster, cluster._topics["t"], required_acks=-1, enable_idempotence=False,
-                 max_in_flight=10)
+    q = Producer(
+        cluster, cluster._topics["t"], required_acks=-1, enable_idempotence=False, max_in_flight=10
+    )
     assert not q._engine.idempotent
     r = cluster._topics["t"].get_sync_producer(required_acks=0)
     assert not r._engine.idempotent and r._engine.acks == 0

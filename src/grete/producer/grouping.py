@@ -1,0 +1,66 @@
+"""Keyed records grouped by partition many at a time, with C-level passes.
+
+Both front ends place keyed records in bulk rather than one by one: the
+synchronous producer a whole ``produce()`` call, the background producer the
+records staged since its last placement (see ``Accumulator.place_stage``).
+Hashing a list of keys with one ``map`` over the murmur2 extension, and
+splitting columns with ``itertools.compress``, leaves no Python work per
+record: that is the point of grouping in bulk.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import compress, repeat
+from operator import and_, mod
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Takes one partition's records out of a column (any sequence, one item per
+#: record, in input order), keeping their order.
+Take = Callable[[Sequence[T]], list[T]]
+
+# Up to this many partitions, records are grouped with one masked pass per
+# partition (bytes.translate + itertools.compress, all in C, one byte per
+# record); beyond it one stable sort by partition id is cheaper.
+MASKED_GROUPING_MAX = 8
+# _MASKS[pid] maps the byte ``pid`` to 1 and every other byte to 0.
+_MASKS = [bytes(int(i == pid) for i in range(256)) for pid in range(MASKED_GROUPING_MAX)]
+
+
+def by_partition(hashes: Iterable[int], count: int, n: int) -> Iterator[tuple[int, Take[Any]]]:
+    """``(partition id, take)`` for each partition that has records, in
+    partition id order: a record goes to ``(hash & 0x7fffffff) % count`` as
+    in the Java client (``hashes``: one per record, ``n`` records).
+    ``take(column)`` is the partition's items of any column, in input order."""
+    pids = map(mod, map(and_, hashes, repeat(0x7FFFFFFF)), repeat(count))
+    if count <= MASKED_GROUPING_MAX:
+        # One byte per record rather than a list of ints: 1 byte, not 8 + 28, each.
+        packed = bytes(pids)
+        for pid in range(count):
+            if pid in packed:
+                yield pid, _compressor(packed.translate(_MASKS[pid]))
+        return
+    pid_list = list(pids)
+    order = sorted(range(n), key=pid_list.__getitem__)  # stable: input order kept
+    placed = list(map(pid_list.__getitem__, order))
+    del pid_list
+    for pid in sorted(set(placed)):
+        lo, hi = bisect_left(placed, pid), bisect_left(placed, pid + 1)
+        yield pid, _picker(order[lo:hi])
+
+
+def _compressor(mask: bytes) -> Take[Any]:
+    def take(column: Sequence[T]) -> list[T]:
+        return list(compress(column, mask))
+
+    return take
+
+
+def _picker(indexes: list[int]) -> Take[Any]:
+    def take(column: Sequence[T]) -> list[T]:
+        return list(map(column.__getitem__, indexes))
+
+    return take
