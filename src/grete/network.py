@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from grete._backoff import backoff_ceiling
 from grete.connection import BrokerConnection, ConnectionConfig, Pending
 from grete.errors import (
     AuthenticationError,
@@ -213,8 +214,8 @@ class Network:
                 else:
                     backoff.failures += 1
                     backoff.last_error = str(error)
-                    ceiling = min(
-                        self._backoff_max, self._backoff_base * 2 ** (backoff.failures - 1)
+                    ceiling = backoff_ceiling(
+                        self._backoff_base, self._backoff_max, backoff.failures
                     )
                     backoff.not_before = time.monotonic() + random.uniform(ceiling / 2, ceiling)
         attempt.done.set()

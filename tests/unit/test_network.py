@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from grete._backoff import backoff_ceiling
 from grete.connection import ConnectionConfig
 from grete.errors import ConfigurationError, KafkaConnectionError
 from grete.network import Network, _Backoff, parse_hosts
@@ -133,6 +134,28 @@ def test_backoff_grows_exponentially_up_to_the_maximum() -> None:
     assert delays[4] > delays[0] * 4
     # Capped: never past the maximum.
     assert max(delays) <= ceiling
+
+
+def test_a_long_outage_keeps_the_backoff_at_its_maximum() -> None:
+    # Thousands of failures (a broker down for hours): 2 ** 1024 no longer fits
+    # a float, which once killed the connect thread with an OverflowError.
+    port = _closed_port()
+    net = _network(port, base=0.01, ceiling=0.05)
+    try:
+        net._backoff.setdefault(("127.0.0.1", port), _Backoff()).failures = 5000
+        with pytest.raises(KafkaConnectionError, match="cannot connect"):
+            net.connection(-1)
+        state = net._backoff[("127.0.0.1", port)]
+        assert state.failures == 5001
+        assert 0.0 < state.not_before - time.monotonic() <= 0.05
+    finally:
+        net.close()
+
+
+def test_backoff_ceiling_doubles_up_to_its_maximum_for_any_count() -> None:
+    assert [backoff_ceiling(0.1, 1.0, n) for n in range(6)] == [0.1, 0.1, 0.2, 0.4, 0.8, 1.0]
+    assert backoff_ceiling(0.1, 1.0, 10**9) == 1.0
+    assert backoff_ceiling(1e-12, float("inf"), 10**9) == 1e-12 * 2**32
 
 
 def test_backoff_is_jittered() -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from grete._backoff import backoff_ceiling
 from grete.errors import (
     KafkaError,
     LeaderNotAvailable,
@@ -213,8 +214,8 @@ class ProduceEngine:
     ) -> None:
         """Put a batch back in its place (by original order) for another try."""
         if count:
-            backoff = min(
-                self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (batch.attempts - 1)
+            backoff = backoff_ceiling(
+                self.retry_backoff_s, self.retry_backoff_max_s, batch.attempts
             )
             batch.retry_at = now + backoff * random.uniform(0.8, 1.2)
         bisect.insort(state.queue, batch, key=_order)
@@ -318,8 +319,7 @@ class ProduceEngine:
 
     def _wait_backoff(self, batch: ProducerBatch) -> float:
         batch.waits += 1
-        backoff: float = self.retry_backoff_s * 2 ** min(batch.waits - 1, 16)
-        return min(self.retry_backoff_max_s, backoff)
+        return backoff_ceiling(self.retry_backoff_s, self.retry_backoff_max_s, batch.waits)
 
     def _build(
         self,

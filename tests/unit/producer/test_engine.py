@@ -195,6 +195,21 @@ def test_retriable_error_spends_an_attempt() -> None:
     assert batch.attempts == 2 and h.done[0][3] is None
 
 
+def test_retry_backoff_stays_capped_after_thousands_of_attempts() -> None:
+    # An unlimited retry budget and a long delivery timeout: 2 ** 1024 no
+    # longer fits a float, which once killed the sender thread.
+    h = Harness(max_retries=2_147_483_647, delivery_timeout_s=1e9)
+    batch = h.add(0, 1)
+    batch.attempts = 5000
+    h.answer(h.only_plan(), {0: NOT_ENOUGH_REPLICAS})
+    assert batch.attempts == 5001 and h.done == []
+    assert 0.8 <= batch.retry_at - h.now <= 1.2  # retry_backoff_max_s, jittered
+    h.advance(2.0)
+    batch.waits = 5000  # waits for a leader back off the same way
+    h.answer(h.only_plan(), {0: NOT_LEADER})
+    assert h.done == [] and batch.retry_at - h.now <= 1.0
+
+
 def test_stale_metadata_waits_end_at_the_delivery_timeout() -> None:
     h = Harness(max_retries=0, delivery_timeout_s=3.0)
     batch = h.add(0, 1)
