@@ -101,16 +101,22 @@ class Accumulator:
         closing the batches they fill; True when a batch became ready.
 
         Each record must be within ``max_bytes`` (the front end checked)."""
-        stage, self.stage = self.stage, None
+        stage = self.stage
         if stage is None:
             return False
         assert self._key_placer is not None
         keys: list[bytes] = stage.keys  # type: ignore[assignment]
-        hashes, count = self._key_placer(keys)
-        closed = False
         columns = (keys, stage.values, stage.timestamps, stage.handles)
-        for pid, take in by_partition(hashes, count, len(keys)):
-            group = [take(column) for column in columns]  # type: ignore[arg-type]
+        # Everything that could fail comes first, while the stage is untouched:
+        # a stage that cannot be placed stays whole, for take_all() to fail it.
+        hashes, count = self._key_placer(keys)
+        groups = [
+            (pid, [take(column) for column in columns])  # type: ignore[arg-type]
+            for pid, take in by_partition(hashes, count, len(keys))
+        ]
+        self.stage = None
+        closed = False
+        for pid, group in groups:
             closed = self._extend(stage, pid, *group) or closed
         return closed
 
@@ -236,5 +242,11 @@ class Accumulator:
         return min(created) + self.linger_s if created else None
 
     def take_all(self) -> list[ProducerBatch]:
-        """Everything, ready or not (to fail it on close)."""
-        return self.drain(0.0, force=True)
+        """Everything, ready or not (to fail it on close). A stage that cannot
+        be placed (its placer raised) comes whole, as a batch of its own."""
+        try:
+            return self.drain(0.0, force=True)
+        except Exception:
+            stage, self.stage = self.stage, None
+            rest = self.drain(0.0, force=True)
+            return rest if stage is None else [*rest, stage]

@@ -50,7 +50,6 @@ _NO_HANDLES = range(0)  # a done batch's handles (see _Sender.batch_done)
 _consume: Callable[[Iterable[Any]], None] = deque(
     maxlen=0
 ).extend  # runs an iterator to its end, in C
-_BATCH_ATTR, _INDEX_ATTR = repeat("_batch"), repeat("_index")
 
 # Senders of this process: a child after fork() has their state but not their
 # threads, so they are marked unusable there (checked once per produce()).
@@ -303,8 +302,10 @@ class _Sender:
         ``done_cond``, where add_done_callback() reads a future's batch and
         flags it, so a callback asked for meanwhile is never lost."""
         with self.done_cond:
-            _consume(map(setattr, futures, _BATCH_ATTR, repeat(batch)))
-            _consume(map(setattr, futures, _INDEX_ATTR, counting(first)))
+            # _moved sets batch and index together: no thread switch can fall
+            # between them (CPython switches threads at calls and loops only),
+            # so a reader never pairs the new batch with the old index.
+            _consume(map(DeliveryFuture._moved, futures, repeat(batch), counting(first)))
             if stage.notify:
                 batch.notify = True
 

@@ -54,21 +54,22 @@ def _by_partition(
     hash_all: Callable[[list[bytes]], Iterable[int]],
     count: int,
     first: int = 0,
+    typecode: str = "q",
 ) -> Iterator[tuple[int, array[int], list[bytes], list[bytes]]]:
     """``(partition id, input indexes, keys, values)`` for each partition with
     messages, in input order, where a key goes to ``(hash(key) & 0x7fffffff)
     % count`` as in the Java client (``hash_all(keys)``: each key's hash).
-    Indexes count from ``first``."""
+    Indexes count from ``first``, in an array of ``typecode``."""
     indexes = range(first, first + len(keys))
     for pid, take in by_partition(hash_all(keys), count, len(keys)):
-        yield pid, array("q", take(indexes)), take(keys), take(values)
+        yield pid, array(typecode, take(indexes)), take(keys), take(values)
 
 
 # An iterator of messages is read this many at a time by the keyed fast path.
 _READ_CHUNK = 16_384
 # Batches built and waiting to be sent, past which building more waits for
 # answers (the keyed path builds as it sends: this bounds its memory).
-_AHEAD_MAX = 32
+_AHEAD_MAX = 16
 _OVERHEADS = repeat(RECORD_OVERHEAD)
 # While batches are being built, the requests ready are sent every this many batches.
 _STEP_EVERY = 8
@@ -410,6 +411,9 @@ class Producer:
         remainder waits for the next chunk (``rest``). Each chunk is taken out
         of ``chunks`` as it is grouped, so its columns are freed then."""
         chunks.reverse()  # popped from the end, in input order
+        # Input indexes, kept until the call returns (results need them): 4
+        # bytes each rather than 8 when they fit.
+        typecode = "i" if sum(len(keys) for keys, _ in chunks) < 2**31 else "q"
         now_ms, created = int(time.time() * 1000), time.monotonic()
         max_bytes = self._max_request_size - BATCH_OVERHEAD
         rest: dict[int, tuple[array[int], list[bytes], list[bytes]]] = {}
@@ -437,7 +441,9 @@ class Producer:
         while chunks:
             keys, values = chunks.pop()
             hold = bool(chunks)
-            for pid, indexes, pkeys, pvalues in _by_partition(keys, values, hash_all, count, first):
+            for pid, indexes, pkeys, pvalues in _by_partition(
+                keys, values, hash_all, count, first, typecode
+            ):
                 held = rest.pop(pid, None)
                 if held is not None:
                     indexes, pkeys, pvalues = held[0] + indexes, held[1] + pkeys, held[2] + pvalues

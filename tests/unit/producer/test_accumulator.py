@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
 
 
@@ -255,3 +257,17 @@ def test_stage_lingers_like_a_batch_and_is_placed_by_drain() -> None:
     _stage(acc, [3], now=20.0)
     assert [list(b.handles) for b in acc.take_all()] == [[3]]
     assert len(acc) == 0
+
+
+def test_a_stage_that_cannot_be_placed_stays_whole_for_take_all() -> None:
+    def broken(keys: list[bytes]) -> tuple[list[int], int]:
+        raise RuntimeError("no partition count")
+
+    acc = Accumulator("t", max_records=100, max_bytes=10_000, key_placer=broken)
+    _stage(acc, [1, 2, 3])
+    stage = acc.stage
+    with pytest.raises(RuntimeError):
+        acc.place_stage()
+    assert acc.stage is stage and stage is not None and list(stage.handles) == [1, 2, 3]
+    assert acc.take_all() == [stage]  # failed whole, not lost
+    assert acc.stage is None and len(acc) == 0

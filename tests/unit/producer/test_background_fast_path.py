@@ -175,6 +175,22 @@ def test_a_message_on_the_general_path_goes_after_staged_ones(cluster: Cluster) 
         p.close(0.1)
 
 
+def test_staged_messages_fail_rather_than_hang_if_placing_them_fails(cluster: Cluster) -> None:
+    p = _producer(cluster, linger_ms=1)
+
+    def broken(keys: list[bytes]) -> tuple[list[int], int]:
+        raise RuntimeError("placer broke")
+
+    p._acc._key_placer = broken
+    futures = [p.produce(b"v", partition_key=b"k%d" % i) for i in range(5)]
+    try:
+        assert p.flush(5.0) == 0  # the sender failed them all, within the bound
+        for f in futures:
+            assert f.done() and "placer broke" in str(f.exception())
+    finally:
+        p.close(0.1)
+
+
 def test_custom_partitioners_are_always_asked(cluster: Cluster) -> None:
     calls: list[bytes | None] = []
 
