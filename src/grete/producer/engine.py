@@ -82,11 +82,13 @@ class _PartitionState:
     in_flight_orders: list[tuple[int, ...]] = field(default_factory=list)
     next_sequence: int = 0
     next_order: int = 0
-    # Idempotence: a batch of the current producer id and epoch was acknowledged,
-    # so the broker holds our state for this partition and checks every sequence.
-    # Until then it takes *any* first sequence: with two batches in flight, a
-    # failed first one and an accepted second one would swap places in the log.
-    # So until confirmed, one batch at a time.
+    # A batch of this partition was acknowledged (under idempotence: under the
+    # current producer id and epoch, so the broker holds our state and checks
+    # every sequence) and none has failed since. Until then one batch at a time:
+    # with two in flight, a failed first one and an accepted second one would
+    # swap places in the log. That is what a fresh topic does (its first
+    # request answered NOT_LEADER, the next one accepted), and under
+    # idempotence a broker with no state for us takes *any* first sequence.
     confirmed: bool = False
 
 
@@ -165,7 +167,7 @@ class ProduceEngine:
 
     def _limit(self, state: _PartitionState) -> int:
         """Batches of a partition that may be in flight at once (see ``confirmed``)."""
-        return self.max_in_flight if state.confirmed or not self.idempotent else 1
+        return self.max_in_flight if state.confirmed else 1
 
     def set_producer_id(self, producer_id: int, epoch: int) -> None:
         """Adopt a new identity; every partition's sequence restarts at 0.
@@ -212,7 +214,9 @@ class ProduceEngine:
     def _requeue(
         self, batch: ProducerBatch, state: _PartitionState, now: float, *, count: bool
     ) -> None:
-        """Put a batch back in its place (by original order) for another try."""
+        """Put a batch back in its place (by original order) for another try.
+        Its partition goes back to one batch at a time until one lands."""
+        state.confirmed = False
         if count:
             backoff = backoff_ceiling(
                 self.retry_backoff_s, self.retry_backoff_max_s, batch.attempts
@@ -403,7 +407,9 @@ class ProduceEngine:
                 continue
             code = p["error_code"]
             if code == 0:
-                self._state(batch).confirmed = True
+                state = self._state(batch)
+                # Pipelining resumes once nothing earlier of the partition awaits a retry.
+                state.confirmed = not self._earlier_pending(batch, state)
                 self._finish(batch, p["base_offset"], p.get("log_append_time_ms", -1), None)
             elif code == _DUPLICATE_SEQUENCE:
                 # Already written by an earlier attempt whose answer was lost.

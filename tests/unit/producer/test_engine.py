@@ -603,6 +603,10 @@ def test_backlogged_while_batches_wait_or_in_flight_is_full() -> None:
     h.add(0, 1)
     assert h.engine.backlogged(TOPIC, 0)  # queued, not sent
     plan = h.only_plan()
+    assert h.engine.backlogged(TOPIC, 0)  # unconfirmed: one in flight is the limit
+    h.answer(plan)
+    h.add(0, 1)
+    plan = h.only_plan()
     assert not h.engine.backlogged(TOPIC, 0)  # in flight, room for more
     for _ in range(h.engine.max_in_flight - 1):
         h.add(0, 1)
@@ -638,11 +642,45 @@ def test_unconfirmed_partition_sends_one_batch_at_a_time() -> None:
     assert len(h.plan()) == 1
 
 
-def test_without_idempotence_batches_are_pipelined_at_once() -> None:
+def test_without_idempotence_batches_are_pipelined_once_one_landed() -> None:
     h = Harness()
     h.add(0, 1)
     h.add(0, 1, start=1)
-    assert len(h.plan()) == 2
+    first = h.only_plan()  # one at a time until the partition has an answer
+    assert h.plan() == []
+    h.answer(first)
+    h.add(0, 1, start=2)
+    assert len(h.plan()) == 2  # then pipelined
+
+
+def test_without_idempotence_a_fresh_partition_keeps_order_through_a_retry() -> None:
+    # A fresh topic answers its first request NOT_LEADER and accepts the next:
+    # with both in flight they would swap places in the log (acks=1, no sequences).
+    h = Harness()
+    first, second = h.add(0, 2), h.add(0, 2, start=2)
+    plan = h.only_plan()
+    assert plan.batches == [first] and h.plan() == []
+    h.answer(plan, {0: NOT_LEADER})
+    h.advance(5.0)
+    retry = h.only_plan()
+    assert retry.batches == [first] and h.plan() == []
+    h.answer(retry)
+    then = h.only_plan()
+    assert then.batches == [second]
+    h.answer(then)
+    # A retriable error later puts the partition back to one at a time.
+    h.add(0, 1, start=4)
+    h.add(0, 1, start=5)
+    third = h.plan()
+    assert len(third) == 2
+    h.answer(third[0], {0: NOT_ENOUGH_REPLICAS})
+    h.answer(third[1])  # landed meanwhile (the reorder max_in_flight > 1 allows)
+    h.advance(5.0)
+    h.add(0, 1, start=6)
+    resend = h.only_plan()  # the failed batch again, alone
+    assert _values_sent(resend, 0) == [b"0-4"] and h.plan() == []
+    h.answer(resend)
+    assert _values_sent(h.only_plan(), 0) == [b"0-6"]
 
 
 def test_epoch_bump_fails_a_batch_with_an_unknown_outcome_instead_of_resending_it() -> None:
