@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate, repeat
 from operator import add
 from typing import Any
@@ -27,6 +27,13 @@ RECORD_OVERHEAD = 21
 
 
 _OVERHEADS = repeat(RECORD_OVERHEAD)
+
+
+def keyed_record_sizes(keys: list[bytes], values: list[bytes]) -> Iterator[int]:
+    """:func:`record_size` of each ``(key, value)`` of ``bytes`` with no headers,
+    in C-level passes."""
+    return map(add, map(add, map(len, keys), map(len, values)), _OVERHEADS)
+
 
 #: Keyed records to partition ids, for :meth:`Accumulator.place_stage`: each
 #: key's hash (``(hash & 0x7fffffff) % count`` is its partition) and ``count``.
@@ -89,7 +96,7 @@ class Accumulator:
 
     def new_stage(self, now: float) -> ProducerBatch:
         """Open the stage: a batch with no partition yet (id -1) and a key
-        column, whose records lingers from ``now`` like an open batch's.
+        column, whose records linger from ``now`` as an open batch's do.
         Needs the ``key_placer`` given at construction."""
         assert self._key_placer is not None and self.stage is None
         stage = self.stage = ProducerBatch(self.topic, -1, now, self.owner)
@@ -112,7 +119,7 @@ class Accumulator:
         hashes, count = self._key_placer(keys)
         groups = [
             (pid, [take(column) for column in columns])  # type: ignore[arg-type]
-            for pid, take in by_partition(hashes, count, len(keys))
+            for pid, take in by_partition(hashes, count)
         ]
         self.stage = None
         closed = False
@@ -131,7 +138,7 @@ class Accumulator:
     ) -> bool:
         """Append one partition's staged records to its open batch, opening and
         closing batches by ``max_records`` and ``max_bytes`` as append() does."""
-        ends = list(accumulate(map(add, map(add, map(len, keys), map(len, values)), _OVERHEADS)))
+        ends = list(accumulate(keyed_record_sizes(keys, values)))
         ends.insert(0, 0)  # ends[i]: bytes of the first i records
         closed = False
         start, n = 0, len(values)

@@ -47,9 +47,8 @@ _time_ns = time.time_ns  # ms timestamps as time_ns() // 1e6: 3x cheaper than in
 _monotonic = time.monotonic
 _new_object = object.__new__
 _NO_HANDLES = range(0)  # a done batch's handles (see _Sender.batch_done)
-_consume: Callable[[Iterable[Any]], None] = deque(
-    maxlen=0
-).extend  # runs an iterator to its end, in C
+# Runs an iterator to its end, in C.
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
 # Senders of this process: a child after fork() has their state but not their
 # threads, so they are marked unusable there (checked once per produce()).
@@ -740,7 +739,7 @@ class BackgroundProducer:
         self.close()
 
 
-# produce() places the stage once it holds this many keyed records (see _stage_keyed).
+# produce() places the stage once it holds this many keyed records.
 _STAGE_MAX = 1024
 
 

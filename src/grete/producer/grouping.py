@@ -29,10 +29,10 @@ MASKED_GROUPING_MAX = 8
 _MASKS = [bytes(int(i == pid) for i in range(256)) for pid in range(MASKED_GROUPING_MAX)]
 
 
-def by_partition(hashes: Iterable[int], count: int, n: int) -> Iterator[tuple[int, Take[Any]]]:
+def by_partition(hashes: Iterable[int], count: int) -> Iterator[tuple[int, Take[Any]]]:
     """``(partition id, take)`` for each partition that has records, in
     partition id order: a record goes to ``(hash & 0x7fffffff) % count`` as
-    in the Java client (``hashes``: one per record, ``n`` records).
+    in the Java client (``hashes``: one per record).
     ``take(column)`` is the partition's items of any column, in input order."""
     # The hashes listed first, then one comprehension: measured ~10% faster than
     # lazy maps of and_/mod over the extension's map.
@@ -47,7 +47,7 @@ def by_partition(hashes: Iterable[int], count: int, n: int) -> Iterator[tuple[in
             if pid in packed:
                 yield pid, _compressor(packed.translate(_MASKS[pid]))
         return
-    order = sorted(range(n), key=pids.__getitem__)  # stable: input order kept
+    order = sorted(range(len(pids)), key=pids.__getitem__)  # stable: input order kept
     placed = list(map(pids.__getitem__, order))
     del pids
     for pid in sorted(set(placed)):

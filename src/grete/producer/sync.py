@@ -15,7 +15,12 @@ from grete._murmur2 import unsigned_murmur2_bytes, unsigned_murmur2_many
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError
 from grete.partitioners import java_key_hash, random_partitioner
-from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
+from grete.producer.accumulator import (
+    RECORD_OVERHEAD,
+    Accumulator,
+    keyed_record_sizes,
+    record_size,
+)
 from grete.producer.batch import ProducerBatch
 from grete.producer.driver import Driver
 from grete.producer.engine import Plan, ProduceEngine
@@ -61,7 +66,7 @@ def _by_partition(
     % count`` as in the Java client (``hash_all(keys)``: each key's hash).
     Indexes count from ``first``, in an array of ``typecode``."""
     indexes = range(first, first + len(keys))
-    for pid, take in by_partition(hash_all(keys), count, len(keys)):
+    for pid, take in by_partition(hash_all(keys), count):
         yield pid, array(typecode, take(indexes)), take(keys), take(values)
 
 
@@ -421,7 +426,7 @@ class Producer:
         def cut(
             pid: int, indexes: array[int], pkeys: list[bytes], pvalues: list[bytes], hold: bool
         ) -> Iterator[ProducerBatch]:
-            sizes = list(map(add, map(add, map(len, pkeys), map(len, pvalues)), _OVERHEADS))
+            sizes = list(keyed_record_sizes(pkeys, pvalues))
             cuts = list(self._chunks(sizes))
             if hold:  # the last cut may fill up with the next chunk's messages
                 start, _, _ = cuts.pop()
