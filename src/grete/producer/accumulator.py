@@ -17,7 +17,7 @@ from operator import add
 from typing import Any
 
 from grete.producer.batch import ProducerBatch
-from grete.producer.grouping import by_partition
+from grete.producer.grouping import grouped, packed_ids
 from grete.producer.message import Headers
 
 # Bytes a record adds around its key and value (length, attributes,
@@ -38,9 +38,6 @@ def keyed_record_sizes(keys: list[bytes], values: list[bytes]) -> Iterator[int]:
 #: Keyed records to partition ids, for :meth:`Accumulator.place_stage`: each
 #: key's hash (``(hash & 0x7fffffff) % count`` is its partition) and ``count``.
 KeyPlacer = Callable[[list[bytes]], "tuple[Iterable[int], int]"]
-#: Told that records moved from the stage into ``batch`` at ``first`` onwards
-#: (``stage``, ``batch``, their handles, ``first``): a front end re-points its handles.
-OnPlaced = Callable[[ProducerBatch, ProducerBatch, list[Any], int], None]
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
@@ -63,8 +60,8 @@ class Accumulator:
         on_new_batch: Callable[[int], None] | None = None,
         owner: Any = None,
         int_handles: bool = False,
+        handles: bool = True,
         key_placer: KeyPlacer | None = None,
-        on_placed: OnPlaced | None = None,
     ) -> None:
         self.topic = topic
         self.max_records = max_records
@@ -76,6 +73,8 @@ class Accumulator:
         # Handles that are message indexes (the sync producer's) go in an int64
         # array: 8 bytes each instead of a pointer plus a 28-byte int object.
         self.int_handles = int_handles
+        # False: batches keep no handle column (see ProducerBatch.handles).
+        self.handles = handles
         # partition -> the batch its records go into now. Public for a front
         # end's fast path, which may append to an open batch directly (under
         # its lock) and then must call close() when the batch is full.
@@ -89,7 +88,6 @@ class Accumulator:
         # them all at once. None when empty.
         self.stage: ProducerBatch | None = None
         self._key_placer = key_placer
-        self.on_placed = on_placed  # settable later, like owner
 
     def __len__(self) -> int:
         return len(self.open_batches) + len(self._ready) + (self.stage is not None)
@@ -99,13 +97,15 @@ class Accumulator:
         column, whose records linger from ``now`` as an open batch's do.
         Needs the ``key_placer`` given at construction."""
         assert self._key_placer is not None and self.stage is None
-        stage = self.stage = ProducerBatch(self.topic, -1, now, self.owner)
+        stage = self.stage = ProducerBatch(self.topic, -1, now, self.owner, self.handles)
         stage.keys = []
         return stage
 
     def place_stage(self) -> bool:
         """Move the staged records into their partitions' batches, in order,
         closing the batches they fill; True when a batch became ready.
+        The stage is then relocated (``ProducerBatch.relocate``): whatever
+        points at its records follows them.
 
         Each record must be within ``max_bytes`` (the front end checked)."""
         stage = self.stage
@@ -113,31 +113,38 @@ class Accumulator:
             return False
         assert self._key_placer is not None
         keys: list[bytes] = stage.keys  # type: ignore[assignment]
-        columns = (keys, stage.values, stage.timestamps, stage.handles)
+        columns: list[Any] = [keys, stage.values, stage.timestamps]
+        if stage.handles is not None:
+            columns.append(stage.handles)
         # Everything that could fail comes first, while the stage is untouched:
         # a stage that cannot be placed stays whole, for take_all() to fail it.
         hashes, count = self._key_placer(keys)
-        groups = [
-            (pid, [take(column) for column in columns])  # type: ignore[arg-type]
-            for pid, take in by_partition(hashes, count)
-        ]
+        ids = packed_ids(hashes, count)
+        groups = [(pid, [take(column) for column in columns]) for pid, take in grouped(ids, count)]
         self.stage = None
         closed = False
+        segments: dict[int, tuple[list[int], list[tuple[ProducerBatch, int]]]] = {}
         for pid, group in groups:
-            closed = self._extend(stage, pid, *group) or closed
+            closed = self._extend(stage, pid, group, segments.setdefault(pid, ([], []))) or closed
+        stage.relocate(StageForward(ids, segments))
+        # Only rebound, never emptied in place: a reader that took a column
+        # before the forward was set still reads it whole (see DeliveryFuture).
+        stage.values, stage.keys, stage.timestamps = [], None, None
         return closed
 
     def _extend(
         self,
         stage: ProducerBatch,
         pid: int,
-        keys: list[bytes],
-        values: list[bytes],
-        timestamps: list[int],
-        handles: list[Any],
+        columns: list[Any],
+        segments: tuple[list[int], list[tuple[ProducerBatch, int]]],
     ) -> bool:
-        """Append one partition's staged records to its open batch, opening and
-        closing batches by ``max_records`` and ``max_bytes`` as append() does."""
+        """Append one partition's staged records (``columns``: keys, values,
+        timestamps and maybe handles) to its open batch, opening and closing
+        batches by ``max_records`` and ``max_bytes`` as append() does; notes
+        in ``segments`` where each run of records went."""
+        keys, values, timestamps = columns[0], columns[1], columns[2]
+        handles = columns[3] if len(columns) > 3 else None
         ends = list(accumulate(keyed_record_sizes(keys, values)))
         ends.insert(0, 0)  # ends[i]: bytes of the first i records
         closed = False
@@ -146,7 +153,7 @@ class Accumulator:
             batch = self.open_batches.get(pid)
             if batch is None:
                 batch = self.open_batches[pid] = ProducerBatch(
-                    self.topic, pid, stage.created, self.owner
+                    self.topic, pid, stage.created, self.owner, handles is not None
                 )
                 batch.keys = []
             elif batch.keys is None:
@@ -161,14 +168,14 @@ class Accumulator:
                     batch.base_timestamp = timestamps[start]
                 batch.values += values[start:end]
                 batch.keys += keys[start:end]
-                batch.timestamps += timestamps[start:end]  # type: ignore[operator]
+                batch.timestamps += timestamps[start:end]
                 if batch.headers is not None:
                     batch.headers += [None] * (end - start)
-                moved = handles[start:end]
-                batch.handles += moved  # type: ignore[operator]
+                if handles is not None and batch.handles is not None:
+                    batch.handles += handles[start:end]
                 batch.size += ends[end] - ends[start]
-                if self.on_placed is not None:
-                    self.on_placed(stage, batch, moved, had)
+                segments[0].append(start)
+                segments[1].append((batch, had))
             if end < n or len(batch.values) >= self.max_records:
                 self.close(pid, batch)
                 closed = True
@@ -194,7 +201,7 @@ class Accumulator:
             closed = True
             batch = None
         if batch is None:
-            batch = ProducerBatch(self.topic, partition, now, self.owner)
+            batch = ProducerBatch(self.topic, partition, now, self.owner, self.handles)
             if self.int_handles:
                 batch.handles = array("q")
             self.open_batches[partition] = batch
@@ -257,3 +264,30 @@ class Accumulator:
             stage, self.stage = self.stage, None
             rest = self.drain(0.0, force=True)
             return rest if stage is None else [*rest, stage]
+
+
+class StageForward:
+    """Where a placed stage's records went (a ``ProducerBatch.forward``):
+    record ``i`` went to partition ``ids[i]``, as the ``rank``-th of the
+    stage's records for it; ``segments[pid]`` lists, for each batch those
+    records were appended to, the first rank it took and the index it
+    took it at. Costs the stage's front end nothing per record: the
+    lookup (a C-level count over the ids) is paid by the reader."""
+
+    __slots__ = ("_ids", "_segments")
+
+    def __init__(
+        self,
+        ids: bytes | array[int],
+        segments: dict[int, tuple[list[int], list[tuple[ProducerBatch, int]]]],
+    ) -> None:
+        self._ids, self._segments = ids, segments
+
+    def __call__(self, index: int) -> tuple[ProducerBatch, int]:
+        ids = self._ids
+        pid = ids[index]
+        rank = ids.count(pid, 0, index) if type(ids) is bytes else ids[:index].count(pid)
+        starts, targets = self._segments[pid]
+        k = bisect_right(starts, rank) - 1
+        batch, first = targets[k]
+        return batch, first + rank - starts[k]

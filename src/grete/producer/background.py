@@ -15,9 +15,7 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from itertools import count as counting
-from itertools import repeat
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from grete._murmur2 import unsigned_murmur2_many
@@ -25,7 +23,7 @@ from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError, MessageSizeTooLarge
 from grete.partitioners import DefaultPartitioner, StickyPartitioner, java_key_hash
 from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
-from grete.producer.batch import ProducerBatch
+from grete.producer.batch import Forward, ProducerBatch, move_watchers
 from grete.producer.driver import Driver
 from grete.producer.engine import ProduceEngine
 from grete.producer.errors import (
@@ -33,7 +31,7 @@ from grete.producer.errors import (
     ProducerClosedError,
     ProducerQueueFullError,
 )
-from grete.producer.message import DeliveryResult, to_bytes, to_headers
+from grete.producer.message import DeliveryResult, Headers, to_bytes, to_headers
 from grete.producer.metrics import Metrics
 from grete.protocol.compression import CompressionType, validate_level
 from grete.protocol.records import BATCH_OVERHEAD
@@ -46,7 +44,6 @@ Callback = Callable[["DeliveryFuture"], None]
 _time_ns = time.time_ns  # ms timestamps as time_ns() // 1e6: 3x cheaper than int(time() * 1000)
 _monotonic = time.monotonic
 _new_object = object.__new__
-_NO_HANDLES = range(0)  # a done batch's handles (see _Sender.batch_done)
 # Runs an iterator to its end, in C.
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
@@ -72,7 +69,11 @@ class DeliveryFuture:
     It is only a pointer to its record (batch, index): the message, the
     outcome and the condition to wait on all live in the batch, so making
     one costs two stores, and completing a batch costs nothing per message
-    unless someone asked for a callback. ``key``/``value`` read the record back.
+    unless someone asked for a callback. Batches do not point back (only
+    at futures with callbacks, their ``watchers``): a future its caller
+    drops is freed at once, never left for the cyclic GC. When records
+    move (a stage placed, a batch split) the old batch's ``forward`` says
+    where; a future follows it when read. ``key``/``value`` read the record back.
     """
 
     # _callback (produce()'s) and _callbacks (add_done_callback()'s) are set
@@ -84,79 +85,121 @@ class DeliveryFuture:
     _callback: Callback
     _callbacks: list[Callback]
 
-    def _moved(self, batch: ProducerBatch, index: int) -> None:
-        """The engine split our batch: follow the record to its new one."""
-        self._batch, self._index = batch, index
+    def _where(self) -> tuple[ProducerBatch, int]:
+        """The batch that holds our record now, and its index there."""
+        batch, index = self._batch, self._index
+        while (forward := batch.forward) is not None:
+            batch, index = forward(index)
+        return batch, index
+
+    def _record(self) -> tuple[bytes | None, bytes | None, Headers | None]:
+        """Our record's value, key and headers."""
+        while True:
+            batch, i = self._where()
+            values, keys, headers = batch.values, batch.keys, batch.headers
+            # A stage's columns are dropped (rebound) only after its forward is
+            # set: columns read before that are whole, and if the forward is
+            # set now we follow it.
+            if batch.forward is None:
+                return (
+                    values[i],
+                    None if keys is None else keys[i],
+                    None if headers is None else headers[i],
+                )
 
     @property
     def key(self) -> bytes | None:
-        keys = self._batch.keys
-        return None if keys is None else keys[self._index]
+        return self._record()[1]
 
     @property
     def value(self) -> bytes | None:
-        return self._batch.values[self._index]
+        return self._record()[0]
 
     def _size(self) -> int:
         """What the record counts against the producer's byte bound."""
-        batch, i = self._batch, self._index
-        headers = None if batch.headers is None else batch.headers[i]
-        return record_size(self.key, batch.values[i], headers)
+        value, key, headers = self._record()
+        return record_size(key, value, headers)
 
     def __repr__(self) -> str:
-        outcome = self._batch.outcome
+        outcome = self._where()[0].outcome
         if outcome is None:
             return "<DeliveryFuture pending>"
         return f"<DeliveryFuture {outcome[2] or self.result()}>"
 
     def done(self) -> bool:
-        return self._batch.outcome is not None
+        return self._where()[0].outcome is not None
 
-    def _wait(self, timeout: float | None) -> tuple[int, int, KafkaError | None]:
-        outcome = self._batch.outcome
+    def _wait(
+        self, timeout: float | None
+    ) -> tuple[ProducerBatch, int, tuple[int, int, KafkaError | None]]:
+        """Our record's final batch and index, and the batch's outcome."""
+        batch, index = self._where()
+        outcome = batch.outcome
         if outcome is not None:
-            return outcome
-        cond = self._batch.owner.done_cond
+            return batch, index, outcome
+        cond = batch.owner.done_cond
         deadline = None if timeout is None else time.monotonic() + timeout
         with cond:
-            while (outcome := self._batch.outcome) is None:
+            while True:
+                batch, index = self._where()  # followed again: it may have moved
+                if (outcome := batch.outcome) is not None:
+                    return batch, index, outcome
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise KafkaTimeoutError("delivery not reported within the timeout")
                 cond.wait(left)
-        return outcome
 
     def result(self, timeout: float | None = None) -> DeliveryResult:
-        base, append_time, error = self._wait(timeout)
+        # A batch with an outcome never moves again: its columns are final.
+        batch, i, (base, append_time, error) = self._wait(timeout)
         if error is not None:
             raise error
-        batch, i = self._batch, self._index
         if append_time < 0:
             append_time = batch.base_timestamp if batch.timestamps is None else batch.timestamps[i]
         return DeliveryResult(batch.partition, base + i if base >= 0 else -1, append_time)
 
     def exception(self, timeout: float | None = None) -> KafkaError | None:
-        return self._wait(timeout)[2]
+        return self._wait(timeout)[2][2]
 
     @property
     def maybe_written(self) -> bool:
         """For a failure: True when the message may still be in the log."""
-        return self._batch.maybe_written
+        return self._where()[0].maybe_written
 
     def add_done_callback(self, fn: Callback) -> None:
         if not self.done():
-            # Under done_cond: the sender sets the outcome and reads the batch's
-            # notify flag under it, so fn is either seen there or called here.
-            with self._batch.owner.done_cond:
-                if not self.done():
+            sender = self._batch.owner
+            # Under done_cond: the sender sets outcomes, takes a batch's
+            # watchers and moves them (relocated) under it, so fn is either
+            # seen there or called here.
+            with sender.done_cond:
+                batch, index = self._where()
+                if batch.outcome is None:
+                    watched = (
+                        sender.reports is not None
+                        or getattr(self, "_callback", None) is not None
+                        or getattr(self, "_callbacks", None) is not None
+                    )
                     callbacks = getattr(self, "_callbacks", None)
                     if callbacks is None:
                         self._callbacks = [fn]
                     else:
                         callbacks.append(fn)
-                    self._batch.notify = True
+                    if not watched:
+                        # A watcher points at its batch itself (see move_watchers).
+                        self._batch, self._index = batch, index
+                        _watch(batch, self)
                     return
         fn(self)
+
+
+def _watch(batch: ProducerBatch, future: DeliveryFuture) -> None:
+    """List ``future`` among the futures ``batch`` visits when done."""
+    watchers = batch.watchers
+    if watchers is None:
+        batch.watchers = [future]
+    else:
+        watchers.append(future)
 
 
 def _run_callback(fn: Callback, future: DeliveryFuture) -> None:
@@ -267,46 +310,35 @@ class _Sender:
             self.metrics.batches += 1
         with self.done_cond:
             batch.outcome = (base_offset, append_time, error)
-            notify = batch.notify
+            # Taken here, under the lock add_done_callback() adds to them under.
+            watchers, batch.watchers = batch.watchers, None
             self.done_cond.notify_all()
-        futures: Sequence[DeliveryFuture] = batch.handles  # type: ignore[assignment]
-        if notify:
-            for f in futures:
-                first = getattr(f, "_callback", None)
-                if first is not None:
-                    _run_callback(first, f)
-                later = getattr(f, "_callbacks", None)
-                if later:
-                    for fn in later:
-                        _run_callback(fn, f)
+        for f in watchers or ():
+            first = getattr(f, "_callback", None)
+            if first is not None:
+                _run_callback(first, f)
+            later = getattr(f, "_callbacks", None)
+            if later:
+                for fn in later:
+                    _run_callback(fn, f)
         if self.reports is not None:
-            for f in futures:
+            # With reports on, every future is a watcher, in record order.
+            for f in watchers or ():
                 self.reports.put((f, error))
             with self.lock:
                 self.unresolved -= n
         else:
             self._release(n, batch.size, resolved=n)
-        # Futures point at their batch and the batch listed them: a cycle, which
-        # only the cyclic GC could free. Done now, the batch needs the list no
-        # more, so futures nobody holds are freed at once by reference counting.
-        batch.handles = _NO_HANDLES
         with self.done_cond:  # flush() waits for callbacks too
             self.done_cond.notify_all()
 
-    def placed(
-        self, stage: ProducerBatch, batch: ProducerBatch, futures: list[Any], first: int
-    ) -> None:
-        """Staged records moved into ``batch`` from index ``first`` on (see
-        ``Accumulator.place_stage``): their futures follow them. Under
+    def relocated(self, batch: ProducerBatch, forward: Forward) -> None:
+        """``batch``'s records moved (a stage placed, a batch split; see
+        ``ProducerBatch.relocate``): its watchers follow them. Under
         ``done_cond``, where add_done_callback() reads a future's batch and
-        flags it, so a callback asked for meanwhile is never lost."""
+        lists it, so a callback asked for meanwhile is never lost."""
         with self.done_cond:
-            # _moved sets batch and index together: no thread switch can fall
-            # between them (CPython switches threads at calls and loops only),
-            # so a reader never pairs the new batch with the old index.
-            _consume(map(DeliveryFuture._moved, futures, repeat(batch), counting(first)))
-            if stage.notify:
-                batch.notify = True
+            move_watchers(batch, forward)
 
     def _release(self, count: int, size: int, resolved: int = 0) -> None:
         with self.lock:
@@ -419,6 +451,8 @@ class BackgroundProducer:
         self._queue_full_timeout_s = queue_full_timeout_ms / 1000
         self._delivery_timeout_s = delivery_timeout_ms / 1000
         self._delivery_reports = delivery_reports
+        # Every future is visited when its batch is done (to be reported).
+        self._watch_all = delivery_reports
         self._metrics = Metrics()
         self._acc = Accumulator(
             topic.name,
@@ -427,6 +461,7 @@ class BackgroundProducer:
             linger_s=linger_ms / 1000,
             on_new_batch=_sticky_hook(topic, self._on_new_batch, self._sticky),
             key_placer=None if self._key_hash is None else _key_placer(topic),
+            handles=False,  # futures point at batches, not the other way (DeliveryFuture)
         )
         engine = ProduceEngine(
             on_done=lambda *a: None,
@@ -445,7 +480,6 @@ class BackgroundProducer:
         )
         self._sender = sender = _Sender(self, cluster, engine)
         self._acc.owner = sender  # futures wait on the sender's condition
-        self._acc.on_placed = sender.placed
         engine.on_done = sender.batch_done
         self._closed = False
         sender.thread.start()
@@ -532,12 +566,12 @@ class BackgroundProducer:
                         future = _new_object(DeliveryFuture)
                         future._batch = batch
                         future._index = len(values)
-                        if callback is not None:
-                            future._callback = callback
-                            batch.notify = True
+                        if callback is not None or self._watch_all:
+                            if callback is not None:
+                                future._callback = callback
+                            _watch(batch, future)
                         values.append(value)
                         batch.timestamps.append(ts)  # type: ignore[union-attr]
-                        batch.handles.append(future)  # type: ignore[union-attr, arg-type]
                         if batch.keys is not None:
                             batch.keys.append(partition_key)
                         if batch.headers is not None:
@@ -628,14 +662,15 @@ class BackgroundProducer:
             acc = self._acc
             # Staged keyed records were produced before this one: placed first, they stay first.
             placed = acc.stage is not None and acc.place_stage()
-            full = acc.append(pid, k, v, h, ts, future, size, _monotonic()) or placed
+            full = acc.append(pid, k, v, h, ts, None, size, _monotonic()) or placed
             batch = acc.last
             assert batch is not None
             future._batch = batch
             future._index = index = len(batch.values) - 1
-            if callback is not None:
-                future._callback = callback
-                batch.notify = True
+            if callback is not None or self._watch_all:
+                if callback is not None:
+                    future._callback = callback
+                _watch(batch, future)
         if full or index == 0:
             # A full batch goes now; a new one must be looked at within
             # linger_ms, and the sender may be asleep for longer than that.

@@ -9,18 +9,26 @@ the very same bytes, which is what lets the broker drop duplicates.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 from grete.producer.message import Headers
 from grete.protocol.compression import CompressionType
 from grete.protocol.records import encode_batch
 
+#: Where a record of a batch that was split or placed lives now: index in
+#: the old batch -> (new batch, index there). See :meth:`ProducerBatch.relocate`.
+Forward = Callable[[int], "tuple[ProducerBatch, int]"]
+
 
 class ProducerBatch:
     """Records for one partition plus the bookkeeping of their delivery.
 
-    ``handles`` holds one opaque object per record for the front end (a
-    result index for the sync producer, a future for the background one).
+    ``handles`` holds one opaque object per record for a front end that needs
+    one (the sync producer's result indexes); None for one that keeps none
+    (the background producer's futures point at their batch instead, so a
+    future its caller drops is freed at once). ``watchers`` are the front
+    end's objects to visit when the batch is done (futures with callbacks).
     """
 
     __slots__ = (
@@ -30,11 +38,11 @@ class ProducerBatch:
         "base_sequence",
         "base_timestamp",
         "created",
+        "forward",
         "handles",
         "headers",
         "keys",
         "maybe_written",
-        "notify",
         "order",
         "outcome",
         "owner",
@@ -45,12 +53,21 @@ class ProducerBatch:
         "topic",
         "values",
         "waits",
+        "watchers",
     )
 
-    def __init__(self, topic: str, partition: int, created: float, owner: Any = None) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        created: float,
+        owner: Any = None,
+        handles: bool = True,
+    ) -> None:
         self.topic = topic
-        # The front end's state its handles need (the background producer's
-        # sender, whose condition their result() waits on); None for the sync one.
+        # The front end's state its futures need (the background producer's
+        # sender: the condition result() waits on, and relocate()'s hook);
+        # None for the sync one.
         self.owner = owner
         self.partition = partition
         self.values: list[bytes | None] = []
@@ -58,7 +75,7 @@ class ProducerBatch:
         self.headers: list[Headers | None] | None = None
         # None: every record at base_timestamp (the common case, no column).
         self.timestamps: list[int] | None = []
-        self.handles: list[Any] | range | array[int] = []
+        self.handles: list[Any] | range | array[int] | None = [] if handles else None
         self.base_timestamp = 0
         self.size = 0
         self.created = created
@@ -72,8 +89,10 @@ class ProducerBatch:
         self.maybe_written = False
         # Set once, when the batch is done: (base_offset, append_time, error).
         self.outcome: tuple[int, int, Any] | None = None
-        # A front end's flag: some handle of this batch wants a callback.
-        self.notify = False
+        # A front end's objects to visit when the batch is done (None: none).
+        self.watchers: list[Any] | None = None
+        # Set when the records moved to other batches (split, or a stage placed).
+        self.forward: Forward | None = None
         # Place in the partition's send order, set by the engine. A tuple so
         # that the halves of a split batch sort between their neighbours:
         # (5,) < (5, 0) < (5, 1) < (6,).
@@ -112,7 +131,8 @@ class ProducerBatch:
             self.headers.append(headers)
         self.values.append(value)
         self.timestamps.append(timestamp)  # type: ignore[union-attr]
-        self.handles.append(handle)  # type: ignore[union-attr]
+        if self.handles is not None:
+            self.handles.append(handle)  # type: ignore[union-attr]
         self.size += size
 
     def add_key(self, key: bytes | None) -> None:
@@ -170,26 +190,66 @@ class ProducerBatch:
 
     def split(self) -> tuple[ProducerBatch, ProducerBatch]:
         """Two halves, in order, for a batch the broker found too large."""
-        half = len(self.values) // 2
+        n = len(self.values)
+        half = n // 2
         parts: list[ProducerBatch] = []
-        for lo, hi in ((0, half), (half, len(self.values))):
+        for lo, hi in ((0, half), (half, n)):
             b = ProducerBatch(self.topic, self.partition, self.created, self.owner)
             b.values = self.values[lo:hi]
             b.keys = None if self.keys is None else self.keys[lo:hi]
             b.headers = None if self.headers is None else self.headers[lo:hi]
             b.timestamps = None if self.timestamps is None else self.timestamps[lo:hi]
-            b.handles = self.handles[lo:hi]
+            b.handles = None if self.handles is None else self.handles[lo:hi]
             b.base_timestamp = self.base_timestamp if b.timestamps is None else b.timestamps[0]
             # The halves' sizes add up to the whole: producers release exactly
             # what they counted against their buffer bound.
-            b.size = self.size * hi // max(1, len(self.values)) - sum(x.size for x in parts)
+            b.size = self.size * hi // max(1, n) - sum(x.size for x in parts)
             b.attempts = self.attempts
             b.maybe_written = self.maybe_written
-            b.notify = self.notify
             b.order = (*self.order, len(parts))
-            for i, handle in enumerate(b.handles):
-                moved = getattr(handle, "_moved", None)
-                if moved is not None:  # a handle that points at its batch
-                    moved(b, i)
             parts.append(b)
-        return parts[0], parts[1]
+        first, second = parts
+        self.relocate(_SplitForward(half, first, second))
+        return first, second
+
+    def relocate(self, forward: Forward) -> None:
+        """This batch's records now live where ``forward`` says: set it, and
+        move the watchers, through the owner's ``relocated(batch, forward)``
+        when it has one (the background producer's, which does it under the
+        lock its futures' readers take)."""
+        hook = getattr(self.owner, "relocated", None)
+        if hook is not None:
+            hook(self, forward)
+        else:
+            move_watchers(self, forward)
+
+
+def move_watchers(batch: ProducerBatch, forward: Forward) -> None:
+    """Set ``batch.forward`` and hand each watcher (an object with ``_batch``
+    and ``_index``) to the batch its record moved to, re-pointed there."""
+    batch.forward = forward
+    watchers, batch.watchers = batch.watchers, None
+    for w in watchers or ():
+        new, index = forward(w._index)
+        # Batch and index together: no thread switch falls between two stores
+        # (CPython switches at calls and backward jumps only).
+        w._batch, w._index = new, index
+        if new.watchers is None:
+            new.watchers = [w]
+        else:
+            new.watchers.append(w)
+
+
+class _SplitForward:
+    """:data:`Forward` of a split batch: the first ``half`` records went to
+    ``first``, the rest to ``second``, in order."""
+
+    __slots__ = ("_first", "_half", "_second")
+
+    def __init__(self, half: int, first: ProducerBatch, second: ProducerBatch) -> None:
+        self._half, self._first, self._second = half, first, second
+
+    def __call__(self, index: int) -> tuple[ProducerBatch, int]:
+        if index < self._half:
+            return self._first, index
+        return self._second, index - self._half

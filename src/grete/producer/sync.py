@@ -533,17 +533,17 @@ class Producer:
     def _batch_done(
         self, batch: ProducerBatch, base_offset: int, append_time: int, error: KafkaError | None
     ) -> None:
+        handles = batch.handles
+        assert handles is not None  # this producer's batches all have them
         if error is not None:
-            self._failures.extend(
-                MessageFailure(i, error, batch.maybe_written) for i in batch.handles
-            )
+            self._failures.extend(MessageFailure(i, error, batch.maybe_written) for i in handles)
         else:
             # Not the batch: its key and value columns can go now, results
             # need only where each message went and when.
             stamps: int | Sequence[int] = batch.timestamps or batch.base_timestamp
             if append_time >= 0:
                 stamps = append_time
-            self._done.append((batch.partition, batch.handles, base_offset, stamps))
+            self._done.append((batch.partition, handles, base_offset, stamps))
 
     def close(self) -> None:
         """Stop accepting messages. (Nothing is buffered between calls.)"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
+from grete.producer.batch import ProducerBatch
 
 
 def _acc(
@@ -162,21 +163,37 @@ def test_full_and_forced_batches_are_never_held() -> None:
 
 def _staging_acc(
     max_records: int = 100, max_bytes: int = 10_000, count: int = 3, linger_s: float = 0.0
-) -> tuple[Accumulator, list[tuple[int, list[object], int]]]:
+) -> tuple[Accumulator, list[ProducerBatch]]:
     """An accumulator whose keys are decimal numbers hashing to themselves
-    (key k goes to partition k % count), recording each on_placed call."""
-    placed: list[tuple[int, list[object], int]] = []
+    (key k goes to partition k % count), and a list it adds each stage to."""
+    stages: list[ProducerBatch] = []
     acc = Accumulator(
         "t",
         max_records=max_records,
         max_bytes=max_bytes,
         linger_s=linger_s,
         key_placer=lambda keys: ([int(k) for k in keys], count),
-        on_placed=lambda stage, batch, handles, first: placed.append(
-            (batch.partition, list(handles), first)
-        ),
     )
-    return acc, placed
+    new_stage = acc.new_stage
+
+    def recording(now: float) -> ProducerBatch:
+        stages.append(new_stage(now))
+        return stages[-1]
+
+    acc.new_stage = recording  # type: ignore[method-assign]
+    return acc, stages
+
+
+def _forwarded(stage: ProducerBatch, handles: list[object]) -> list[tuple[int, object, int]]:
+    """Where the stage's forward sends each of its records (whose handles
+    were ``handles``): (partition, handle found there, index there)."""
+    assert stage.forward is not None
+    out = []
+    for i, handle in enumerate(handles):
+        batch, index = stage.forward(i)
+        assert batch.handles is not None and batch.handles[index] == handle
+        out.append((batch.partition, handle, index))
+    return out
 
 
 def _stage(acc: Accumulator, keys: list[int], now: float = 0.0, value: bytes = b"v") -> None:
@@ -191,7 +208,7 @@ def _stage(acc: Accumulator, keys: list[int], now: float = 0.0, value: bytes = b
 
 
 def test_stage_places_records_in_their_partitions_in_order() -> None:
-    acc, placed = _staging_acc(count=3)
+    acc, stages = _staging_acc(count=3)
     _stage(acc, list(range(10)), now=5.0)
     assert len(acc) == 1 and acc.stage is not None
     assert acc.place_stage() is False  # nothing filled up
@@ -204,16 +221,18 @@ def test_stage_places_records_in_their_partitions_in_order() -> None:
         assert batch.timestamps == [1000 + k for k in range(pid, 10, 3)]
         assert batch.base_timestamp == 1000 + pid
         assert batch.size == sum(record_size(k, b"v", None) for k in batch.keys)
-    assert placed == [(pid, list(range(pid, 10, 3)), 0) for pid in range(3)]
+    # The stage forwards each record to where it went, and drops its columns.
+    assert _forwarded(stages[0], list(range(10))) == [(k % 3, k, k // 3) for k in range(10)]
+    assert stages[0].values == [] and stages[0].keys is None
 
 
 def test_stage_placement_closes_batches_by_count_and_bytes() -> None:
-    acc, placed = _staging_acc(max_records=3, count=1)
+    acc, stages = _staging_acc(max_records=3, count=1)
     _stage(acc, list(range(8)))
     assert acc.place_stage() is True
     ready = acc.drain(0.0, force=True)
     assert [list(b.handles) for b in ready] == [[0, 1, 2], [3, 4, 5], [6, 7]]
-    assert [first for _, _, first in placed] == [0, 0, 0]
+    assert [index for *_, index in _forwarded(stages[0], list(range(8)))] == [0, 1, 2] * 2 + [0, 1]
 
     one = record_size(b"1", b"x" * 100, None)
     acc, _ = _staging_acc(max_bytes=2 * one + 1, count=1)
@@ -225,7 +244,7 @@ def test_stage_placement_closes_batches_by_count_and_bytes() -> None:
 
 
 def test_stage_fills_an_open_unkeyed_batch_and_keeps_columns_aligned() -> None:
-    acc, placed = _staging_acc(count=1)
+    acc, stages = _staging_acc(count=1)
     acc.append(0, None, b"first", None, 999, "h", record_size(None, b"first", None), 0.0)
     _stage(acc, [7, 8])
     acc.place_stage()
@@ -234,16 +253,33 @@ def test_stage_fills_an_open_unkeyed_batch_and_keeps_columns_aligned() -> None:
     assert batch.keys == [None, b"7", b"8"]
     assert list(batch.handles) == ["h", 7, 8]
     assert batch.timestamps == [999, 1007, 1008] and batch.base_timestamp == 999
-    assert placed == [(0, [7, 8], 1)]
+    assert _forwarded(stages[0], [7, 8]) == [(0, 7, 1), (0, 8, 2)]
 
 
 def test_many_partitions_are_grouped_by_sorting() -> None:
-    acc, _ = _staging_acc(count=20)
+    acc, stages = _staging_acc(count=20)
     _stage(acc, list(range(100)))
     acc.place_stage()
     assert sorted(acc.open_batches) == list(range(20))
     for pid, batch in acc.open_batches.items():
         assert list(batch.handles) == list(range(pid, 100, 20))
+    assert _forwarded(stages[0], list(range(100))) == [(k % 20, k, k // 20) for k in range(100)]
+
+
+def test_a_stage_of_many_partitions_packs_ids_in_an_array() -> None:
+    # Over 256 partitions an id no longer fits a byte.
+    acc, stages = _staging_acc(count=300)
+    keys = [5, 299, 5, 7, 299, 5]
+    _stage(acc, keys)
+    acc.place_stage()
+    assert _forwarded(stages[0], keys) == [
+        (5, 5, 0),
+        (299, 299, 0),
+        (5, 5, 1),
+        (7, 7, 0),
+        (299, 299, 1),
+        (5, 5, 2),
+    ]
 
 
 def test_stage_lingers_like_a_batch_and_is_placed_by_drain() -> None:

@@ -7,6 +7,7 @@ partitions, same bounds. The ``cluster`` fixture's broker is a closed port and
 from __future__ import annotations
 
 import gc
+import queue
 import threading
 from typing import Any
 
@@ -37,7 +38,9 @@ def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:
 
 
 def _batch(future: DeliveryFuture) -> ProducerBatch:
-    return future._batch
+    """The batch that holds the future's record now (a stage forwards to its
+    records' batches once placed)."""
+    return future._where()[0]
 
 
 def _place(p: BackgroundProducer) -> None:
@@ -49,11 +52,19 @@ def _place(p: BackgroundProducer) -> None:
 def _columns_aligned(batch: ProducerBatch) -> None:
     n = len(batch.values)
     assert batch.timestamps is not None and len(batch.timestamps) == n
-    assert len(batch.handles) == n
+    assert batch.handles is None  # futures point at batches, not the other way
     assert batch.keys is None or len(batch.keys) == n
     assert batch.headers is None or len(batch.headers) == n
-    for i, handle in enumerate(batch.handles):
-        assert handle._batch is batch and handle._index == i
+
+
+def _one_future_per_record(futures: list[DeliveryFuture]) -> None:
+    """Each batch's records are pointed at by exactly one of ``futures`` each."""
+    indexes: dict[ProducerBatch, list[int]] = {}
+    for f in futures:
+        batch, i = f._where()
+        indexes.setdefault(batch, []).append(i)
+    for batch, found in indexes.items():
+        assert sorted(found) == list(range(len(batch.values)))
 
 
 def test_unkeyed_messages_share_the_sticky_batch(cluster: Cluster) -> None:
@@ -68,6 +79,7 @@ def test_unkeyed_messages_share_the_sticky_batch(cluster: Cluster) -> None:
         _columns_aligned(batch)
         assert [f.value for f in futures] == batch.values
         assert all(f.key is None for f in futures)
+        _one_future_per_record(futures)
         assert p.metrics()["queued_messages"] == 50
     finally:
         p.close(0.1)
@@ -149,6 +161,8 @@ def test_staged_futures_read_back_and_follow_their_records(cluster: Cluster) -> 
         _place(p)
         batches = {_batch(f) for f in futures}
         assert {b.partition for b in batches} == {0, 1, 2}
+        _one_future_per_record(futures)
+        assert [(f.key, f.value) for f in futures] == [(k, b"v%d" % i) for i, k in enumerate(keys)]
         for batch in batches:
             _columns_aligned(batch)
             # Per partition, produce order.
@@ -300,8 +314,9 @@ def test_serializers_take_the_general_path(cluster: Cluster) -> None:
 
 
 def test_futures_nobody_holds_are_freed_without_the_cyclic_gc(cluster: Cluster) -> None:
-    # A future points at its batch and the batch lists its futures: once the
-    # batch is done the list goes, so fire-and-forget futures die by refcount.
+    # A future points at its batch, the batch not at it (only at futures with
+    # callbacks, until done): fire-and-forget futures die by refcount at once,
+    # before their batch is even sent, and never reach an older GC generation.
     gc.collect()
     gc.disable()
     try:
@@ -309,9 +324,91 @@ def test_futures_nobody_holds_are_freed_without_the_cyclic_gc(cluster: Cluster) 
         held = p.produce(b"kept")
         for i in range(100):
             p.produce(b"v%d" % i, partition_key=b"k" if i % 2 else None)
+
+        def alive() -> list[DeliveryFuture]:
+            return [o for o in gc.get_objects() if type(o) is DeliveryFuture]
+
+        assert alive() == [held]
+        p.produce(b"cb", callback=lambda f: None)
+        assert len(alive()) == 2  # its batch visits it when done
         p.close(0.1)  # the dead cluster fails them all: their batches are done
-        alive = [o for o in gc.get_objects() if type(o) is DeliveryFuture]
-        assert alive == [held]
+        assert alive() == [held]
         assert held.done() and held.value == b"kept"
     finally:
         gc.enable()
+
+
+def test_delivery_reports_cover_staged_messages_once_in_order(cluster: Cluster) -> None:
+    p = _producer(cluster, delivery_reports=True)
+    keys = [b"k%d" % (i % 7) for i in range(_STAGE_MAX + 50)]
+    futures = [p.produce(b"v%d" % i, partition_key=k) for i, k in enumerate(keys)]
+    futures.append(p.produce(b"unkeyed"))  # general path: places the stage first
+    p.close(0.1)
+    reports = []
+    while True:
+        try:
+            reports.append(p.get_delivery_report(block=False))
+        except queue.Empty:
+            break
+    assert sorted(map(id, (f for f, _ in reports))) == sorted(map(id, futures))
+    assert all(err is not None for _, err in reports)
+    # Per partition, in produce order.
+    order = {id(f): i for i, f in enumerate(futures)}
+    by_partition: dict[int, list[int]] = {}
+    for f, _ in reports:
+        by_partition.setdefault(_batch(f).partition, []).append(order[id(f)])
+    assert all(seq == sorted(seq) for seq in by_partition.values())
+    assert p.metrics()["queued_messages"] == 0
+
+
+def test_futures_follow_a_split_batch(cluster: Cluster) -> None:
+    # The engine splits a batch the broker finds too large: futures, those
+    # with callbacks (watchers) included, follow their records into the halves.
+    p = _producer(cluster)
+    try:
+        futures = [p.produce(b"v%d" % i) for i in range(5)]
+        seen: list[DeliveryFuture] = []
+        futures[3].add_done_callback(seen.append)
+        batch = _batch(futures[0])
+        with p._sender.lock:
+            first, second = batch.split()
+        assert [_batch(f) for f in futures] == [first] * 2 + [second] * 3
+        assert [f.value for f in futures] == [b"v%d" % i for i in range(5)]
+        assert second.watchers == [futures[3]] and batch.watchers is None
+        assert futures[3]._batch is second and futures[3]._index == 1
+        p._sender.batch_done(second, 40, -1, None)
+        assert seen == [futures[3]]
+        assert [futures[i].result().offset for i in (2, 3, 4)] == [40, 41, 42]
+        assert not futures[0].done()
+    finally:
+        p.close(0.1)
+
+
+def test_reading_staged_futures_while_the_stage_is_placed(cluster: Cluster) -> None:
+    # A reader thread reads futures' records while produce() keeps placing
+    # stages: it must always see its own record, never a dropped column.
+    p = _producer(cluster, max_queued_messages=1_000_000)
+    futures: list[DeliveryFuture] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for i in range(max(0, len(futures) - 300), len(futures)):
+                    f = futures[i]
+                    assert f.value == b"v%d" % i and f.key == b"k%d" % i
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(_STAGE_MAX * 8):
+            futures.append(p.produce(b"v%d" % i, partition_key=b"k%d" % i))
+    finally:
+        stop.set()
+        reader.join(10)
+        p.close(0.1)
+    assert not errors, errors[0]
+    assert [f.value for f in futures] == [b"v%d" % i for i in range(len(futures))]
