@@ -69,10 +69,12 @@ class Pending:
     Kept tiny and lock-free: it is completed by whoever polls the connection.
     """
 
-    __slots__ = ("callbacks", "correlation_id", "deadline", "done", "error", "request", "response")
+    __slots__ = ("api", "callbacks", "correlation_id", "deadline", "done", "error", "response")
 
-    def __init__(self, request: Request, correlation_id: int, deadline: float) -> None:
-        self.request = request
+    def __init__(self, api: Api, correlation_id: int, deadline: float) -> None:
+        # The API only, not the request: its body (a Produce request's record
+        # batches) can go as soon as it is framed, not when the answer comes.
+        self.api = api
         self.correlation_id = correlation_id
         self.deadline = deadline
         self.response: Response | None = None
@@ -288,7 +290,7 @@ class BrokerConnection:
                 f"connection to {self.host}:{self.port} is closed"
             )
         cid, frame = self._proto.send(request, expect_response=expect_response)
-        pending = Pending(request, cid, time.monotonic() + self.config.request_timeout_s)
+        pending = Pending(request.api, cid, time.monotonic() + self.config.request_timeout_s)
         self._out.append(memoryview(frame))
         self._queued += len(frame)
         if expect_response:
@@ -355,7 +357,7 @@ class BrokerConnection:
             if pending.deadline <= now:
                 self.close(
                     KafkaTimeoutError(
-                        f"{self.host}:{self.port} did not answer {pending.request.api.name} "
+                        f"{self.host}:{self.port} did not answer {pending.api.name} "
                         f"within {self.config.request_timeout_s:.1f}s"
                     )
                 )

@@ -304,6 +304,8 @@ class _Sender:
         n = len(batch.values)
         if error is not None:
             self.metrics.errors += n
+            # Seen even by an application that dropped its futures.
+            log.warning("%d message(s) to %s/%d failed: %s", n, batch.topic, batch.partition, error)
         else:
             self.metrics.messages_sent += n
             self.metrics.bytes_sent += batch.size

@@ -1,9 +1,10 @@
 """A batch of records bound for one partition, and its builder.
 
 Records are kept column-wise (values, keys, headers, timestamps) because the
-record-batch encoder is fastest that way. A batch is encoded once per
-(producer id, epoch, base sequence): a retry with the same identity resends
-the very same bytes, which is what lets the broker drop duplicates.
+record-batch encoder is fastest that way. A batch keeps its records and its
+(producer id, epoch, base sequence) across retries: a retry sends the same
+records with the same sequence, which is what lets the broker drop duplicates.
+The encoding is cached per identity until the request carrying it is framed.
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ class ProducerBatch:
         return self._encoded
 
     def release_encoding(self) -> None:
-        """Drop the encoded bytes: results may outlive the batch's sending."""
+        """Drop the encoded bytes (once framed into a request, or done): a
+        retry encodes the same records again."""
         self._encoded = None
         self._encoded_for = None
 

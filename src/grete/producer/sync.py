@@ -71,7 +71,7 @@ def _by_partition(
 
 
 # An iterator of messages is read this many at a time by the keyed fast path.
-_READ_CHUNK = 16_384
+_READ_CHUNK = 4_096
 # Batches built and waiting to be sent, past which building more waits for
 # answers (the keyed path builds as it sends: this bounds its memory).
 _AHEAD_MAX = 16

@@ -9,6 +9,7 @@ address) is a closed port on 127.0.0.1, so every send fails fast.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
@@ -440,3 +441,16 @@ def test_sender_crash_fails_queued_messages_and_close_fails_later_ones(
         assert time.monotonic() - t0 < 3.0
     assert isinstance(after.exception(timeout=0), ProducerClosedError)
     assert p.metrics()["queued_messages"] == 0
+
+
+def test_failed_batches_are_logged_for_callers_who_dropped_their_futures(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="grete.producer"):
+        p = _producer(cluster, delivery_timeout_ms=100)
+        for i in range(3):
+            p.produce(b"v%d" % i)  # fire and forget
+        p.close(5)
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert failed and "3 message(s) to t/" in failed[0].getMessage()
+    assert p.metrics()["errors"] == 3
