@@ -19,6 +19,7 @@ from grete._murmur2 import (
     KAFKA_VECTORS,
     murmur2,
     murmur2_c,
+    murmur2_lanes,
     murmur2_pure,
     positive_murmur2,
     to_positive,
@@ -128,6 +129,39 @@ def test_c_and_pure_agree(key: bytes) -> None:
     if murmur2_c is None:
         pytest.skip("murmurhash2 is not installed")
     assert murmur2_c(key) == murmur2_pure(key)
+
+
+def _one_by_one(keys: list[bytes]) -> list[int]:
+    return [murmur2_pure(k) & 0xFFFFFFFF for k in keys]
+
+
+def test_lanes_match_kafka_vectors_and_every_length() -> None:
+    vectors = list(UTILS_TEST_VECTORS) * 40  # past the lanes threshold, mixed lengths
+    assert [_murmur2._to_signed(h) for h in murmur2_lanes([k for k, _ in vectors])] == [
+        expected for _, expected in vectors
+    ]
+    data = bytes(range(256))
+    for length in range(70):  # every block count and tail, the empty key included
+        keys = [data[i : i + length] for i in range(40)]
+        assert murmur2_lanes(keys) == _one_by_one(keys), length
+
+
+@settings(max_examples=effort(300, 40))
+@given(
+    st.lists(st.binary(max_size=40), max_size=120),
+    st.lists(st.binary(min_size=16, max_size=16), max_size=80),
+)
+def test_lanes_agree_with_key_by_key(mixed: list[bytes], same: list[bytes]) -> None:
+    # Mixed lengths (grouped by length, small groups key by key) and one length.
+    for keys in (mixed, same, mixed + same):
+        assert murmur2_lanes(keys) == _one_by_one(keys)
+
+
+def test_many_without_the_extension_uses_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_murmur2, "_c_hash", None)
+    keys = [b"key-%d" % i for i in range(500)]
+    assert list(_murmur2.unsigned_murmur2_many(keys)) == _one_by_one(keys)
+    assert list(_murmur2.unsigned_murmur2_many(iter(keys))) == _one_by_one(keys)
 
 
 # --- hashing -------------------------------------------------------------------------------
