@@ -27,7 +27,9 @@ for the pure version, and 25% more keyed messages/s through the background
 producer); beside a thread that is busy computing, each call may hand it the
 GIL and wait for it back (measured: ~160 us per call against a spinning thread).
 Applications in that situation should uninstall ``murmurhash2`` to keep the
-pure version, which never lets go of the GIL.
+pure version, which never lets go of the GIL. Many keys at once (the producers'
+keyed paths) go through :func:`murmur2_lanes` without the extension: ~0.25 us a
+16-byte key, near the extension's speed.
 """
 
 from __future__ import annotations
