@@ -194,7 +194,10 @@ class DeliveryFuture:
 
 
 def _watch(batch: ProducerBatch, future: DeliveryFuture) -> None:
-    """List ``future`` among the futures ``batch`` visits when done."""
+    """List ``future`` among the futures ``batch`` visits when done. Only ever
+    under the sender's ``done_cond``: produce() (under the producer's lock) and
+    add_done_callback() (not under it) may list futures of one batch at once,
+    and the list is created on first use."""
     watchers = batch.watchers
     if watchers is None:
         batch.watchers = [future]
@@ -571,7 +574,8 @@ class BackgroundProducer:
                         if callback is not None or self._watch_all:
                             if callback is not None:
                                 future._callback = callback
-                            _watch(batch, future)
+                            with sender.done_cond:  # see _watch
+                                _watch(batch, future)
                         values.append(value)
                         batch.timestamps.append(ts)  # type: ignore[union-attr]
                         if batch.keys is not None:
@@ -672,7 +676,8 @@ class BackgroundProducer:
             if callback is not None or self._watch_all:
                 if callback is not None:
                     future._callback = callback
-                _watch(batch, future)
+                with sender.done_cond:  # see _watch
+                    _watch(batch, future)
         if full or index == 0:
             # A full batch goes now; a new one must be looked at within
             # linger_ms, and the sender may be asleep for longer than that.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import queue
+import sys
 import threading
 from typing import Any
 
@@ -29,6 +30,8 @@ from grete.producer import (
 from grete.producer.accumulator import record_size
 from grete.producer.background import _STAGE_MAX
 from grete.producer.batch import ProducerBatch
+
+from .._effort import effort
 
 
 def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:
@@ -412,3 +415,41 @@ def test_reading_staged_futures_while_the_stage_is_placed(cluster: Cluster) -> N
         p.close(0.1)
     assert not errors, errors[0]
     assert [f.value for f in futures] == [b"v%d" % i for i in range(len(futures))]
+
+
+def _list_callbacks_from_two_threads(cluster: Cluster) -> None:
+    p = _producer(cluster, max_queued_messages=100_000)
+    calls: list[DeliveryFuture] = []
+    lock = threading.Lock()
+
+    def callback(f: DeliveryFuture) -> None:
+        with lock:
+            calls.append(f)
+
+    early = [p.produce(b"e%d" % i) for i in range(300)]
+    later: list[DeliveryFuture] = []
+
+    def produce_more() -> None:
+        for i in range(300):
+            later.append(p.produce(b"l%d" % i, callback=callback))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race is a few bytecodes wide
+    try:
+        t = threading.Thread(target=produce_more)
+        t.start()
+        for f in early:
+            f.add_done_callback(callback)
+        t.join(10)
+    finally:
+        sys.setswitchinterval(interval)
+    p.close(0.1)
+    assert sorted(map(id, calls)) == sorted(map(id, early + later))
+
+
+def test_callbacks_listed_from_two_threads_at_once_are_all_kept(cluster: Cluster) -> None:
+    # One thread produces with callbacks into the open batch while another adds
+    # callbacks to earlier futures of the same batch: both list futures on the
+    # batch, and neither may drop the other's (the dead cluster then fails all).
+    for _ in range(effort(20, 4)):
+        _list_callbacks_from_two_threads(cluster)
