@@ -153,7 +153,7 @@ class Accumulator:
             batch = self.open_batches.get(pid)
             if batch is None:
                 batch = self.open_batches[pid] = ProducerBatch(
-                    self.topic, pid, stage.created, self.owner, handles is not None
+                    self.topic, pid, stage.created, self.owner, self.handles
                 )
                 batch.keys = []
             elif batch.keys is None:

@@ -14,7 +14,6 @@ import threading
 import time
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,8 +43,6 @@ Callback = Callable[["DeliveryFuture"], None]
 _time_ns = time.time_ns  # ms timestamps as time_ns() // 1e6: 3x cheaper than int(time() * 1000)
 _monotonic = time.monotonic
 _new_object = object.__new__
-# Runs an iterator to its end, in C.
-_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
 # Senders of this process: a child after fork() has their state but not their
 # threads, so they are marked unusable there (checked once per produce()).

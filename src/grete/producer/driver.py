@@ -115,10 +115,11 @@ class Driver:
             # Nothing left the machine: the batches were certainly not written.
             engine.on_transport_error(plan, exc, time.monotonic(), sent=False)
             return
-        # Framed: the request's copy of the batches is all the connection needs
-        # until it is written. Holding the encodings until the answer came
-        # doubled the memory of every request in flight; a retry encodes its
-        # batch again (same columns and identity: same records, same sequence).
+        # Framed: the frame's copy of the batches is all the connection needs
+        # until it is written. Holding the encodings until the answer came kept
+        # every request in flight in memory long after the socket took it; a
+        # retry encodes its batch again (same columns and identity: same
+        # records, same sequence).
         plan.body = {}
         for batch in plan.batches:
             batch.release_encoding()

@@ -109,6 +109,7 @@ def test_mixed_keys_and_headers_keep_columns_aligned(cluster: Cluster) -> None:
         assert batch.keys == [None, None, b"k", None, b"k2"]
         assert batch.headers == [None, None, None, [("h", b"1")], None]
         _columns_aligned(batch)
+        _one_future_per_record(futures)
         assert futures[2].key == b"k"
         assert futures[3]._size() == record_size(None, b"d", [("h", b"1")])
     finally:
@@ -128,6 +129,7 @@ def test_keyed_fast_path_after_unkeyed_sticky_batch(cluster: Cluster) -> None:
         assert _batch(keyed) is batch and _batch(unkeyed) is batch
         assert batch.keys == [None, key, None]
         _columns_aligned(batch)
+        _one_future_per_record([first, keyed, unkeyed])
     finally:
         p.close(0.1)
 
@@ -144,6 +146,7 @@ def test_keyed_messages_land_where_java_puts_them(cluster: Cluster, partitioner:
         assert placed == [partition_id_for_key(key, 3) for key in keys]
         for batch in {_batch(f) for f in futures}:
             _columns_aligned(batch)
+        _one_future_per_record(futures)
     finally:
         p.close(0.1)
 
@@ -188,6 +191,7 @@ def test_a_message_on_the_general_path_goes_after_staged_ones(cluster: Cluster) 
         assert batch.keys[:4] == [key, key, None, key]  # type: ignore[index]
         _columns_aligned(batch)
         _columns_aligned(_batch(unkeyed))
+        _one_future_per_record([*staged, explicit, with_headers, unkeyed])
     finally:
         p.close(0.1)
 
@@ -241,6 +245,7 @@ def test_full_batch_closes_and_the_next_message_opens_another(cluster: Cluster) 
         assert [len(b.values) for b in dict.fromkeys(batches)] == [3, 3, 1]
         for b in dict.fromkeys(batches):
             _columns_aligned(b)
+        _one_future_per_record(futures)
     finally:
         p.close(0.1)
 
