@@ -463,3 +463,48 @@ ps = [P(i) for i in range(7)][::-1]
 assert hashing_partitioner(ps, b"foobar").id == (-790332482 & 0x7FFFFFFF) % 7
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _java_partition(key: bytes, count: int) -> int:
+    return (murmur2_pure(key) & 0x7FFFFFFF) % count
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 6, 7, 12, 100, 127, 128, 255, 256])
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 7, 16, 33])
+def test_lanes_partition_ids_match_the_java_partitioner(count: int, length: int) -> None:
+    rnd = random.Random(count * 100 + length)
+    keys = [rnd.randbytes(length) for _ in range(300)]
+    ids = _murmur2.murmur2_partition_ids(keys, count)
+    assert ids == bytes(_java_partition(k, count) for k in keys)
+
+
+def test_lanes_modulo_at_the_edges_of_every_partition_count() -> None:
+    # Division by multiplication must hold for every 31-bit value: check the values
+    # where it would break first (0, the top, and around each multiple of the count),
+    # with the sign bit set too (it is masked away first, as toPositive does).
+    for count in range(1, 257):
+        top = 0x7FFFFFFF
+        near = [top - top % count + d for d in (-1, 0)] + [count - 1, count, count + 1]
+        values = [0, 1, top, top - 1, *(v for v in near if 0 <= v <= top)]
+        values += [v | 0x80000000 for v in values]
+        n = len(values)
+        lanes = int.from_bytes(b"".join(v.to_bytes(8, "little") for v in values), "little")
+        assert _murmur2._lanes_modulo(lanes, n, count) == bytes(
+            (v & 0x7FFFFFFF) % count for v in values
+        ), count
+
+
+@settings(max_examples=effort(200, 30))
+@given(st.integers(min_value=0, max_value=0xFFFFFFFF), st.integers(min_value=1, max_value=256))
+def test_lanes_modulo_of_any_hash(value: int, count: int) -> None:
+    lanes = int.from_bytes(value.to_bytes(8, "little") * 40, "little")
+    assert _murmur2._lanes_modulo(lanes, 40, count) == bytes([(value & 0x7FFFFFFF) % count]) * 40
+
+
+def test_lanes_partition_ids_decline_what_they_cannot_do() -> None:
+    same = [b"k%03d" % i for i in range(100)]
+    assert _murmur2.murmur2_partition_ids(same[:10], 3) is None  # too few for lanes
+    assert _murmur2.murmur2_partition_ids(same, 257) is None  # ids past one byte
+    assert _murmur2.murmur2_partition_ids([*same, b"longer key"], 3) is None  # mixed lengths
+    with pytest.raises(TypeError):
+        _murmur2.murmur2_partition_ids(["text"] * 40, 3)  # type: ignore[list-item]

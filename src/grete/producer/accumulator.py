@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from itertools import accumulate, repeat
 from operator import add
 from typing import Any
 
 from grete.producer.batch import ProducerBatch
-from grete.producer.grouping import grouped, packed_ids
+from grete.producer.grouping import grouped
 from grete.producer.message import Headers
 
 # Bytes a record adds around its key and value (length, attributes,
@@ -36,8 +36,9 @@ def keyed_record_sizes(keys: list[bytes], values: list[bytes]) -> Iterator[int]:
 
 
 #: Keyed records to partition ids, for :meth:`Accumulator.place_stage`: each
-#: key's hash (``(hash & 0x7fffffff) % count`` is its partition) and ``count``.
-KeyPlacer = Callable[[list[bytes]], "tuple[Iterable[int], int]"]
+#: key's partition id, packed as ``grouping.packed_ids`` packs them, and the
+#: partition count.
+KeyPlacer = Callable[[list[bytes]], "tuple[bytes | array[int], int]"]
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
@@ -118,8 +119,7 @@ class Accumulator:
             columns.append(stage.handles)
         # Everything that could fail comes first, while the stage is untouched:
         # a stage that cannot be placed stays whole, for take_all() to fail it.
-        hashes, count = self._key_placer(keys)
-        ids = packed_ids(hashes, count)
+        ids, count = self._key_placer(keys)
         groups = [(pid, [take(column) for column in columns]) for pid, take in grouped(ids, count)]
         self.stage = None
         closed = False

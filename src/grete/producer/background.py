@@ -14,14 +14,14 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable
 from typing import Any
 
-from grete._murmur2 import unsigned_murmur2_many
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError, MessageSizeTooLarge
 from grete.partitioners import DefaultPartitioner, StickyPartitioner, java_key_hash
-from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
+from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, KeyPlacer, record_size
 from grete.producer.batch import Forward, ProducerBatch, move_watchers
 from grete.producer.driver import Driver
 from grete.producer.engine import ProduceEngine
@@ -30,6 +30,7 @@ from grete.producer.errors import (
     ProducerClosedError,
     ProducerQueueFullError,
 )
+from grete.producer.grouping import java_ids
 from grete.producer.message import DeliveryResult, Headers, to_bytes, to_headers
 from grete.producer.metrics import Metrics
 from grete.protocol.compression import CompressionType, validate_level
@@ -782,16 +783,16 @@ class BackgroundProducer:
 _STAGE_MAX = 1024
 
 
-def _key_placer(topic: Topic) -> Callable[[list[bytes]], tuple[Iterable[int], int]]:
-    """The Accumulator's ``key_placer``: murmur2 of every key in one C-level
-    map, and the topic's partition count (the last one seen, should a
-    metadata refresh ever leave the topic without partitions)."""
+def _key_placer(topic: Topic) -> KeyPlacer:
+    """The Accumulator's ``key_placer``: every key's partition at once
+    (``grouping.java_ids``), and the topic's partition count (the last one
+    seen, should a metadata refresh ever leave the topic without partitions)."""
     last = [len(topic.partitions)]
 
-    def place(keys: list[bytes]) -> tuple[Iterable[int], int]:
+    def place(keys: list[bytes]) -> tuple[bytes | array[int], int]:
         partitions = len(topic.partitions) or last[0]
         last[0] = partitions
-        return unsigned_murmur2_many(keys), partitions
+        return java_ids(keys, partitions), partitions
 
     return place
 

@@ -3,8 +3,8 @@
 Both front ends place keyed records in bulk rather than one by one: the
 synchronous producer a whole ``produce()`` call, the background producer the
 records staged since its last placement (see ``Accumulator.place_stage``).
-Hashing a list of keys with one ``map`` over the murmur2 extension, and
-splitting columns with ``itertools.compress``, leaves no Python work per
+Murmur2 partition ids of a list of keys in big-int lanes (:func:`java_ids`),
+and splitting columns with ``itertools.compress``, leave no Python work per
 record: that is the point of grouping in bulk.
 """
 
@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress
 from typing import Any, TypeVar
 
+from grete._murmur2 import murmur2_partition_ids, unsigned_murmur2_many
+
 T = TypeVar("T")
+
+#: ``ids_of(keys, count)``: the partition id of each key among ``count``
+#: partitions, packed as :func:`packed_ids` packs them.
+KeyIds = Callable[[list[bytes], int], "bytes | array[int]"]
 
 #: Takes one partition's records out of a column (any sequence, one item per
 #: record, in input order), keeping their order.
@@ -47,6 +53,24 @@ def packed_ids(hashes: Iterable[int], count: int) -> bytes | array[int]:
     pids = [(h & 0x7FFFFFFF) % count for h in hashes]
     del hashes
     return bytes(pids) if count <= 256 else array("I", pids)
+
+
+def java_ids(keys: list[bytes], count: int) -> bytes | array[int]:
+    """The Java client's partition for each key (murmur2, as
+    :func:`by_partition` places hashes): all at once in lanes when the keys
+    have one length (:func:`grete._murmur2.murmur2_partition_ids`, the modulo
+    included), else the keys hashed one C call each."""
+    ids = murmur2_partition_ids(keys, count)
+    return ids if ids is not None else packed_ids(unsigned_murmur2_many(keys), count)
+
+
+def hashed_ids(key_hash: Callable[[bytes], int]) -> KeyIds:
+    """A :data:`KeyIds` for any hash placed as :func:`by_partition` places it."""
+
+    def ids_of(keys: list[bytes], count: int) -> bytes | array[int]:
+        return packed_ids(map(key_hash, keys), count)
+
+    return ids_of
 
 
 def grouped(ids: bytes | array[int], count: int) -> Iterator[tuple[int, Take[Any]]]:

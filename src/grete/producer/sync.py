@@ -6,12 +6,11 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import partial
 from itertools import chain, islice, repeat
 from operator import add, itemgetter
 from typing import Any, overload
 
-from grete._murmur2 import unsigned_murmur2_bytes, unsigned_murmur2_many
+from grete._murmur2 import unsigned_murmur2_bytes
 from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError
 from grete.partitioners import java_key_hash, random_partitioner
@@ -30,7 +29,7 @@ from grete.producer.errors import (
     ProduceFailureError,
     ProducerClosedError,
 )
-from grete.producer.grouping import by_partition
+from grete.producer.grouping import KeyIds, grouped, hashed_ids, java_ids
 from grete.producer.message import DeliveryResult, Headers, Message, to_bytes, to_headers
 from grete.protocol.compression import CompressionType, validate_level
 from grete.protocol.records import BATCH_OVERHEAD
@@ -56,17 +55,18 @@ def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
 def _by_partition(
     keys: list[bytes],
     values: list[bytes],
-    hash_all: Callable[[list[bytes]], Iterable[int]],
+    ids_of: KeyIds,
     count: int,
     first: int = 0,
     typecode: str = "q",
 ) -> Iterator[tuple[int, array[int], list[bytes], list[bytes]]]:
     """``(partition id, input indexes, keys, values)`` for each partition with
     messages, in input order, where a key goes to ``(hash(key) & 0x7fffffff)
-    % count`` as in the Java client (``hash_all(keys)``: each key's hash).
+    % count`` as in the Java client (``ids_of(keys, count)``: each key's
+    partition id).
     Indexes count from ``first``, in an array of ``typecode``."""
     indexes = range(first, first + len(keys))
-    for pid, take in by_partition(hash_all(keys), count):
+    for pid, take in grouped(ids_of(keys, count), count):
         yield pid, array(typecode, take(indexes)), take(keys), take(values)
 
 
@@ -395,18 +395,17 @@ class Producer:
         count = len(topic.partitions)
         if not count or set(topic.partitions) != set(range(count)):
             return None  # ids not 0..n-1: the partitioner's own lookup decides
-        hash_all: Callable[[list[bytes]], Iterable[int]] = partial(map, key_hash)
-        if key_hash is unsigned_murmur2_bytes:
-            hash_all = unsigned_murmur2_many  # no Python call per key
+        # Murmur2: every key's partition at once, no Python call per key.
+        ids_of = java_ids if key_hash is unsigned_murmur2_bytes else hashed_ids(key_hash)
         failures: list[MessageFailure] = []
         total = sum(len(keys) for keys, _ in chunks)
-        batches = self._keyed_batches(chunks, hash_all, count, failures)
+        batches = self._keyed_batches(chunks, ids_of, count, failures)
         return self._send_batches(total, batches, failures)
 
     def _keyed_batches(
         self,
         chunks: _Chunks,
-        hash_all: Callable[[list[bytes]], Iterable[int]],
+        ids_of: KeyIds,
         count: int,
         failures: list[MessageFailure],
     ) -> Iterator[ProducerBatch]:
@@ -447,7 +446,7 @@ class Producer:
             keys, values = chunks.pop()
             hold = bool(chunks)
             for pid, indexes, pkeys, pvalues in _by_partition(
-                keys, values, hash_all, count, first, typecode
+                keys, values, ids_of, count, first, typecode
             ):
                 held = rest.pop(pid, None)
                 if held is not None:

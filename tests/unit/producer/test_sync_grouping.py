@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import random
-from functools import partial
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from grete._murmur2 import murmur2_pure
 from grete.cluster import Cluster
 from grete.producer import Producer, sync
-from grete.producer.grouping import MASKED_GROUPING_MAX
+from grete.producer.grouping import MASKED_GROUPING_MAX, hashed_ids, java_ids
 
 
 def _naive(keys: list[bytes], count: int) -> dict[int, list[int]]:
@@ -22,12 +21,17 @@ def _naive(keys: list[bytes], count: int) -> dict[int, list[int]]:
     return groups
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, MASKED_GROUPING_MAX, 9, 50, 300])
-def test_groups_like_the_java_partitioner_in_input_order(count: int) -> None:
+@pytest.mark.parametrize("same_length", [False, True])
+@pytest.mark.parametrize("ids_of", [hashed_ids(murmur2_pure), java_ids], ids=["pure", "java_ids"])
+@pytest.mark.parametrize("count", [1, 2, 3, MASKED_GROUPING_MAX, 9, 50, 256, 300])
+def test_groups_like_the_java_partitioner_in_input_order(
+    count: int, ids_of: Any, same_length: bool
+) -> None:
+    # java_ids takes the lanes for keys of one length (and up to 256 partitions).
     rnd = random.Random(count)
-    keys = [rnd.randbytes(rnd.randrange(0, 20)) for _ in range(2000)]
+    keys = [rnd.randbytes(16 if same_length else rnd.randrange(0, 20)) for _ in range(2000)]
     values = [rnd.randbytes(rnd.randrange(0, 5)) for _ in range(2000)]
-    groups = list(sync._by_partition(keys, values, partial(map, murmur2_pure), count))
+    groups = list(sync._by_partition(keys, values, ids_of, count))
     expected = _naive(keys, count)
     assert [g[0] for g in groups] == sorted(expected)  # by id, empty partitions left out
     for pid, indexes, pkeys, pvalues in groups:
@@ -72,9 +76,9 @@ def test_empty_iterator_gives_empty_columns() -> None:
 
 def test_indexes_count_from_first() -> None:
     keys = [b"a", b"b", b"c", b"d"]
-    groups = sync._by_partition(keys, keys, partial(map, murmur2_pure), 2, first=100)
+    groups = sync._by_partition(keys, keys, hashed_ids(murmur2_pure), 2, first=100)
     assert sorted(i for _, indexes, _, _ in groups for i in indexes) == [100, 101, 102, 103]
-    groups = sync._by_partition(keys, keys, partial(map, murmur2_pure), 9, first=100)
+    groups = sync._by_partition(keys, keys, hashed_ids(murmur2_pure), 9, first=100)
     assert sorted(i for _, indexes, _, _ in groups for i in indexes) == [100, 101, 102, 103]
 
 
@@ -93,7 +97,7 @@ def test_keyed_batches_are_full_in_order_and_cover_every_message(
     producer = Producer(cluster, cluster._topics["t"], batch_size=batch_size, max_request_size=4096)
     failures: list[Any] = []
     chunks = [(keys[i : i + chunk], values[i : i + chunk]) for i in range(0, 101, chunk)]
-    batches = list(producer._keyed_batches(chunks, partial(map, murmur2_pure), count, failures))
+    batches = list(producer._keyed_batches(chunks, hashed_ids(murmur2_pure), count, failures))
     assert chunks == []  # each taken out as grouped, so freed then
     assert [f.index for f in failures] == [50]
     seen: list[int] = []
