@@ -62,7 +62,8 @@ class Driver:
             self._refresh_metadata(now)
         if engine.needs_producer_id and engine.in_flight == 0 and now >= self._next_pid_try:
             self._init_producer_id()
-        for plan in engine.plan(time.monotonic(), self.leader_of):
+        # One request built at a time, each framed before the next is built.
+        for plan in engine.plans(time.monotonic(), self.leader_of):
             self._send_request(plan)
         now = time.monotonic()
         wake = engine.next_retry_at(now)

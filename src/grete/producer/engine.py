@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,8 +276,15 @@ class ProduceEngine:
     def plan(self, now: float, leader_of: Callable[[str, int], int | None]) -> list[Plan]:
         """Requests ready to go now. ``leader_of(topic, partition)`` gives the
         leader's node id, or None when metadata has none."""
+        return list(self.plans(now, leader_of))
+
+    def plans(self, now: float, leader_of: Callable[[str, int], int | None]) -> Iterator[Plan]:
+        """:meth:`plan`, one request at a time: each is built (its batches
+        encoded) only when the one before was taken. A driver that frames
+        each request (and drops its encodings) before asking for the next
+        holds one request's encodings at a time, not every request's."""
         if self._queued == 0 or (self.idempotent and self.needs_producer_id):
-            return []
+            return
         # Group eligible partition heads by leader.
         by_node: dict[int, list[tuple[_PartitionState, ProducerBatch]]] = {}
         for (topic, partition), state in self._partitions.items():
@@ -291,12 +298,11 @@ class ProduceEngine:
                 self._no_leader(state, head, now)
                 continue
             by_node.setdefault(node, []).append((state, head))
-        plans: list[Plan] = []
         for node, heads in by_node.items():
             while heads and self._node_in_flight.get(node, 0) < self.max_in_flight:
                 plan, heads = self._build(node, heads, now)
-                plans.append(plan)
-        return plans
+                if plan is not None:
+                    yield plan
 
     def _no_leader(self, state: _PartitionState, batch: ProducerBatch, now: float) -> None:
         """Waiting for a leader is not an attempt (nothing reached a broker);
@@ -330,14 +336,24 @@ class ProduceEngine:
         node: int,
         heads: list[tuple[_PartitionState, ProducerBatch]],
         now: float,
-    ) -> tuple[Plan, list[tuple[_PartitionState, ProducerBatch]]]:
+    ) -> tuple[Plan | None, list[tuple[_PartitionState, ProducerBatch]]]:
         """One request: at most one batch per partition (Kafka's rule for v3+),
-        bounded by ``max_request_size``; the rest is left for the next one."""
+        bounded by ``max_request_size``; the rest is left for the next one.
+        None when none of ``heads`` can still go (see :meth:`plans`)."""
         topics: dict[str, list[dict[str, Any]]] = {}
         batches: list[ProducerBatch] = []
         rest: list[tuple[_PartitionState, ProducerBatch]] = []
         size = 0
         for state, batch in heads:
+            if (
+                not state.queue
+                or state.queue[0] is not batch
+                or state.in_flight >= self._limit(state)
+            ):
+                # Changed since the heads were taken: a request built before this
+                # one was not sent and its batch is back at the head (plans()
+                # builds each request after the one before went out).
+                continue
             if self.idempotent and batch.base_sequence is None:
                 batch.base_sequence = state.next_sequence
                 state.next_sequence = (state.next_sequence + len(batch)) % _SEQUENCE_WRAP
@@ -362,6 +378,8 @@ class ProduceEngine:
                 and state.queue[0].retry_at <= now
             ):
                 rest.append((state, state.queue[0]))
+        if not batches:
+            return None, rest
         body = {
             "transactional_id": self.transactional_id,
             "acks": self.acks,

@@ -701,3 +701,34 @@ def test_epoch_bump_fails_a_batch_with_an_unknown_outcome_instead_of_resending_i
     assert plan.batches == [fresh] and _sequence_of(plan, 0) == (4000, 1, 0)
     h.answer(plan)
     assert h.done[-1][0] is fresh and h.done[-1][3] is None and h.engine.idle
+
+
+def test_plans_builds_each_request_only_when_the_one_before_was_taken() -> None:
+    h = Harness(leaders={0: 1, 1: 2})
+    first, second = h.add(0, 3), h.add(1, 3)
+    plans = h.engine.plans(h.now, h.leader_of)
+    plan = next(plans)
+    (taken,) = plan.batches
+    other = second if taken is first else first
+    assert other._encoded is None  # the other node's request is not built yet
+    assert next(plans).batches == [other]
+    assert list(plans) == []
+
+
+def test_a_request_that_could_not_go_out_is_not_overtaken_by_the_next_one() -> None:
+    # Two batches of one pipelined partition go in two requests to one node. The
+    # first cannot be sent (nothing left the machine): its batch is back at the head,
+    # so the second request, built after it, must not take the batch behind it.
+    h = Harness(leaders={0: 1})
+    h.add(0, 1)
+    _confirmed(h, 0)
+    b1, b2 = h.add(0, 3), h.add(0, 3)
+    h.engine._partitions[(TOPIC, 0)].queue.pop(0)  # the first batch: as if acknowledged
+    h.engine._queued -= 1
+    plans = h.engine.plans(h.now, h.leader_of)
+    plan = next(plans)
+    assert plan.batches == [b1]
+    h.engine.on_transport_error(plan, KafkaConnectionError("refused"), h.now, sent=False)
+    assert list(plans) == []  # b2 waits behind b1
+    queue = h.engine._partitions[(TOPIC, 0)].queue
+    assert queue == [b1, b2] and h.engine.queued == 2
