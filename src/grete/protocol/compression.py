@@ -72,6 +72,12 @@ _LZ4_MAGIC = 0x184D2204
 _ZSTD_MAGIC = 0xFD2FB528
 _LZ4_BLOCK_MAX = {4: 64 << 10, 5: 256 << 10, 6: 1 << 20, 7: 4 << 20}
 _ZSTD_BLOCK_MAX = 128 << 10
+# The frame _lz4_frame writes: magic; FLG 0x60 (version 1, independent blocks, no
+# block or content checksum, no content size); BD 0x40 (blocks of at most 64 KiB,
+# the Java client's size); the header checksum, (xxh32(FLG BD) >> 8) & 0xff.
+_LZ4_HEADER = b"\x04\x22\x4d\x18\x60\x40\x82"
+_LZ4_FRAME_BLOCK = 64 << 10
+_LZ4_BLOCK_SIZE = struct.Struct("<I")
 
 
 def _require_cramjam(codec: CompressionType) -> ModuleType:
@@ -140,11 +146,33 @@ def compress(
         # so linked blocks (cramjam's default) could not be read back by brokers.
         # Like the Java client, the default level (9) means LZ4's fast compressor, not
         # high-compression level 9, which is ~40x slower; other levels select LZ4-HC.
-        lz4_level = 0 if effective == DEFAULT_LEVELS[CompressionType.LZ4] else effective
-        comp = cj.lz4.Compressor(level=lz4_level, content_checksum=False, block_linked=False)
+        if effective == DEFAULT_LEVELS[CompressionType.LZ4]:
+            return _lz4_frame(cj, data)
+        comp = cj.lz4.Compressor(level=effective, content_checksum=False, block_linked=False)
         comp.compress(bytes(data))
         return bytes(comp.finish())
     return bytes(cj.zstd.compress(bytes(data), level=effective))
+
+
+def _lz4_frame(cj: Any, data: bytes | bytearray | memoryview) -> bytes:
+    """An LZ4 frame of independent 64 KiB blocks, no checksums, written here
+    around cramjam's block compressor: the frame compressor holds the GIL
+    while it works, the block compressor lets it go (a background producer's
+    sender compresses beside the producing thread), and it is faster.
+    A block that does not shrink is stored as is (the size's high bit set)."""
+    compress_block = cj.lz4.compress_block
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = [_LZ4_HEADER]
+    size = _LZ4_BLOCK_SIZE.pack
+    for at in range(0, len(view), _LZ4_FRAME_BLOCK):
+        chunk = view[at : at + _LZ4_FRAME_BLOCK]
+        block = compress_block(chunk, store_size=False)
+        if len(block) < len(chunk):
+            parts += (size(len(block)), block)
+        else:
+            parts += (size(len(chunk) | 0x80000000), chunk)
+    parts.append(b"\x00\x00\x00\x00")  # end mark
+    return b"".join(parts)
 
 
 def _xerial_compress(cj: Any, data: bytes | bytearray | memoryview) -> bytes:

@@ -127,6 +127,70 @@ def test_lz4_frame_has_independent_blocks() -> None:
     assert (bd >> 4) & 7 == 4, "64 KiB maximum blocks, as the Java client writes"
 
 
+def _xxh32_short(data: bytes, seed: int = 0) -> int:
+    """XXH32 of under 16 bytes (the LZ4 frame descriptor), from the xxHash spec."""
+    mask, p1, p2, p3, p4, p5 = 0xFFFFFFFF, 2654435761, 2246822519, 3266489917, 668265263, 374761393
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & mask
+
+    h, i = (seed + p5 + len(data)) & mask, 0
+    while i + 4 <= len(data):
+        h = rotl((h + int.from_bytes(data[i : i + 4], "little") * p3) & mask, 17) * p4 & mask
+        i += 4
+    for byte in data[i:]:
+        h = rotl((h + byte * p5) & mask, 11) * p1 & mask
+    h ^= h >> 15
+    h = h * p2 & mask
+    h ^= h >> 13
+    h = h * p3 & mask
+    return h ^ (h >> 16)
+
+
+def test_xxh32_of_the_test_matches_cramjams_frame_header() -> None:
+    # cramjam's frame compressor (block checksums on) is the reference for the helper.
+    framed = cramjam.lz4.Compressor(content_checksum=False, block_linked=False)
+    framed.compress(b"x")
+    header = bytes(framed.finish())[:7]
+    assert header[6] == (_xxh32_short(header[4:6]) >> 8) & 0xFF
+
+
+def _lz4_blocks(frame: bytes) -> list[tuple[int, bool]]:
+    """(size, compressed) of each block of a frame with no checksums."""
+    blocks, at = [], 7
+    while True:
+        (size,) = struct.unpack_from("<I", frame, at)
+        at += 4
+        if size == 0:
+            assert at == len(frame), "nothing after the end mark"
+            return blocks
+        blocks.append((size & 0x7FFFFFFF, not size & 0x80000000))
+        at += size & 0x7FFFFFFF
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"x", text(3000), os.urandom(70_000), bytes(64 << 10), bytes((64 << 10) + 1), text(40_000)],
+    ids=["1 B", "text", "random 70 KB", "64 KiB", "64 KiB + 1", "text 40k"],
+)
+def test_lz4_default_level_writes_its_own_frame(payload: bytes) -> None:
+    out = compress(CompressionType.LZ4, payload)
+    assert out[:7] == b"\x04\x22\x4d\x18\x60\x40" + bytes([(_xxh32_short(b"\x60\x40") >> 8) & 0xFF])
+    assert bytes(cramjam.lz4.decompress(out)) == payload  # LZ4's own frame reader
+    assert decompress(CompressionType.LZ4, out) == payload
+    blocks = _lz4_blocks(out)
+    assert len(blocks) == -(-len(payload) // (64 << 10))  # 64 KiB blocks
+    assert all(size <= 64 << 10 for size, _ in blocks)
+
+
+def test_lz4_block_that_does_not_shrink_is_stored_as_is() -> None:
+    payload = os.urandom(70_000)
+    out = compress(CompressionType.LZ4, payload)
+    assert _lz4_blocks(out) == [(64 << 10, False), (70_000 - (64 << 10), False)]
+    assert out[11 : 11 + 100] == payload[:100]
+    assert bytes(cramjam.lz4.decompress(out)) == payload
+
+
 @pytest.mark.parametrize("codec", [c for c in ALL if c is not CompressionType.NONE])
 def test_garbage_is_protocol_error(codec: CompressionType) -> None:
     rnd = random.Random(codec)
