@@ -327,9 +327,10 @@ def _lanes_of(value: int, n: int) -> int:
 def murmur2_partition_ids(keys: list[bytes], count: int) -> bytes | None:
     """``(murmur2(key) & 0x7fffffff) % count`` of each key, one byte each (the
     Java client's partition for the key), computed in lanes
-    (:func:`_lanes_hash`), modulo included; None unless ``keys`` are at least
-    :data:`_LANES_MIN` keys of one length and ``count`` is 1..256 (keys must be
-    ``bytes``: others raise ``TypeError``).
+    (:func:`_lanes_hash`), modulo included; None unless ``count`` is 1..256
+    and at least :data:`_LANES_MIN` keys share a length (keys must be
+    ``bytes``: others raise ``TypeError``). Keys of mixed lengths are hashed
+    one length at a time, the few of a rare length key by key.
 
     The modulo divides by multiplying: for ``x < 2**31`` and a ``count`` of
     ``L`` bits, ``x // count == (x * m) >> (31 + L)`` with
@@ -343,10 +344,33 @@ def murmur2_partition_ids(keys: list[bytes], count: int) -> bytes | None:
     n = len(keys)
     if n < _LANES_MIN or not 1 <= count <= 256:
         return None
-    length = len(keys[0])
-    if list(map(len, keys)).count(length) != n:
-        return None
-    return _lanes_modulo(_lanes_hash(keys, length), n, count)
+    lengths = list(map(len, keys))
+    first = lengths[0]
+    if lengths.count(first) == n:
+        return _lanes_modulo(_lanes_hash(keys, first), n, count)
+    # Mixed lengths ("user-9", "user-10", ...): one lanes pass per common
+    # length. Worth it even beside the extension, which releases the GIL at
+    # every key (see DESIGN.md on the background stage).
+    by_length: dict[int, list[int]] = {}
+    for i, length in enumerate(lengths):
+        by_length.setdefault(length, []).append(i)
+    if max(map(len, by_length.values())) < _LANES_MIN:
+        return None  # no length common enough: key by key is as fast
+    out = bytearray(n)
+    rare: list[int] = []
+    for length, indexes in by_length.items():
+        if len(indexes) < _LANES_MIN:
+            rare += indexes
+            continue
+        group = list(map(keys.__getitem__, indexes))
+        ids = _lanes_modulo(_lanes_hash(group, length), len(group), count)
+        for i, pid in zip(indexes, ids, strict=True):
+            out[i] = pid
+    if rare:
+        hashes = unsigned_murmur2_many(list(map(keys.__getitem__, rare)))
+        for i, h in zip(rare, hashes, strict=True):
+            out[i] = (h & 0x7FFFFFFF) % count
+    return bytes(out)
 
 
 def _lanes_modulo(h: int, n: int, count: int) -> bytes:

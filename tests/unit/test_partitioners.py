@@ -478,6 +478,24 @@ def test_lanes_partition_ids_match_the_java_partitioner(count: int, length: int)
     assert ids == bytes(_java_partition(k, count) for k in keys)
 
 
+@pytest.mark.parametrize("count", [1, 3, 7, 128, 256])
+def test_lanes_partition_ids_of_mixed_lengths_match_the_java_partitioner(count: int) -> None:
+    # "user-9", "user-10", ...: common lengths in lanes, a rare one key by key,
+    # each id back in its key's place.
+    keys = [b"user-%d" % i for i in range(2000)] + [b"", b"x" * 70, b"user-1"]
+    random.Random(count).shuffle(keys)
+    ids = _murmur2.murmur2_partition_ids(keys, count)
+    assert ids == bytes(_java_partition(k, count) for k in keys)
+
+
+@settings(max_examples=effort(200, 30))
+@given(st.lists(st.binary(max_size=6), max_size=300), st.integers(min_value=1, max_value=256))
+def test_lanes_partition_ids_of_any_keys(keys: list[bytes], count: int) -> None:
+    ids = _murmur2.murmur2_partition_ids(keys, count)
+    if ids is not None:
+        assert ids == bytes(_java_partition(k, count) for k in keys)
+
+
 def test_lanes_modulo_at_the_edges_of_every_partition_count() -> None:
     # Division by multiplication must hold for every 31-bit value: check the values
     # where it would break first (0, the top, and around each multiple of the count),
@@ -505,6 +523,7 @@ def test_lanes_partition_ids_decline_what_they_cannot_do() -> None:
     same = [b"k%03d" % i for i in range(100)]
     assert _murmur2.murmur2_partition_ids(same[:10], 3) is None  # too few for lanes
     assert _murmur2.murmur2_partition_ids(same, 257) is None  # ids past one byte
-    assert _murmur2.murmur2_partition_ids([*same, b"longer key"], 3) is None  # mixed lengths
+    mixed = [b"k" * n for n in range(40)]  # 40 lengths, none common enough
+    assert _murmur2.murmur2_partition_ids(mixed, 3) is None
     with pytest.raises(TypeError):
         _murmur2.murmur2_partition_ids(["text"] * 40, 3)  # type: ignore[list-item]

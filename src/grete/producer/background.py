@@ -276,6 +276,10 @@ class _Sender:
                 leftovers = self.acc.take_all()
             for batch in leftovers:  # batch_done takes the lock itself
                 self.batch_done(batch, -1, -1, error)
+            # Requests in flight too: nobody is left to read their answers.
+            # closing_error first, so that none of them is put back for a retry.
+            engine.closing_error = error
+            self.driver.abandon_in_flight(error)
             engine.fail_all(error)
         finally:
             self.stopped.set()

@@ -116,6 +116,17 @@ class Driver:
             # Nothing left the machine: the batches were certainly not written.
             engine.on_transport_error(plan, exc, time.monotonic(), sent=False)
             return
+        except Exception as exc:
+            # Authentication refused, no Produce version in common, a bug while
+            # framing: nothing left the machine either, and retrying would meet
+            # the same. The batches must fail here: escaping, they would stay
+            # counted in flight with nobody left to answer them.
+            error = exc if isinstance(exc, KafkaError) else KafkaError(f"sending failed: {exc!r}")
+            if error is not exc:
+                error.__cause__ = exc
+            log.warning("produce request to broker %s not sent: %s", plan.node_id, error)
+            engine.on_send_error(plan, error, time.monotonic())
+            return
         # Framed: the frame's copy of the batches is all the connection needs
         # until it is written. Holding the encodings until the answer came kept
         # every request in flight in memory long after the socket took it; a

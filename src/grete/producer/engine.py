@@ -300,6 +300,11 @@ class ProduceEngine:
             by_node.setdefault(node, []).append((state, head))
         for node, heads in by_node.items():
             while heads and self._node_in_flight.get(node, 0) < self.max_in_flight:
+                if self.needs_producer_id:
+                    # A request before this one failed a sequenced batch for good
+                    # (the driver runs in between): sequences given out now would
+                    # only be refused as out of order. Wait for the new epoch.
+                    return
                 plan, heads = self._build(node, heads, now)
                 if plan is not None:
                     yield plan
@@ -517,6 +522,17 @@ class ProduceEngine:
                 if isinstance(error, StillConnecting):
                     batch.waits -= 1  # not a failure: look again very soon
                     batch.retry_at = now + _CONNECTING_RECHECK_S
+
+    def on_send_error(self, plan: Plan, error: KafkaError, now: float) -> None:
+        """The request could not be framed or sent for a reason that retrying
+        it would not fix (an authentication failure, no version of Produce the
+        broker speaks, a bug): its batches fail with ``error``, not written.
+        Without this they would stay counted in flight for ever, and a
+        producer waiting for them would never return."""
+        self._landed(plan, now)
+        for batch in plan.batches:
+            self._gap(batch)
+            self._finish(batch, -1, -1, error)
 
     def _wait(self, batch: ProducerBatch, now: float, error: KafkaError) -> None:
         """Requeue without spending an attempt, unless the delivery timeout ran out."""

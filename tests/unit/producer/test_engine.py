@@ -732,3 +732,32 @@ def test_a_request_that_could_not_go_out_is_not_overtaken_by_the_next_one() -> N
     assert list(plans) == []  # b2 waits behind b1
     queue = h.engine._partitions[(TOPIC, 0)].queue
     assert queue == [b1, b2] and h.engine.queued == 2
+
+
+def test_no_request_is_built_after_an_earlier_one_forced_a_new_epoch() -> None:
+    # Two nodes, two requests. The first fails for good before the second is
+    # built (the driver sends each before asking for the next): its sequences are
+    # gone, so the second would be refused as out of order under the old epoch.
+    h = Harness(idempotent=True, leaders={0: 1, 1: 2})
+    h.add(0, 3)
+    h.add(1, 3)
+    plans = h.engine.plans(h.now, h.leader_of)
+    plan = next(plans)
+    h.engine.on_send_error(plan, KafkaError("refused"), h.now)
+    assert h.engine.needs_producer_id
+    assert list(plans) == []
+    (waiting,) = [s for s in h.engine._partitions.values() if s.queue]
+    assert waiting.queue[0].base_sequence is None  # no sequence under the old epoch
+    h.engine.set_producer_id(4000, 1)
+    (after,) = h.plan()
+    assert _sequence_of(after, after.batches[0].partition) == (4000, 1, 0)
+
+
+def test_a_request_that_cannot_be_sent_fails_its_batches_without_maybe_written() -> None:
+    h = Harness(leaders={0: 1})
+    batch = h.add(0, 3)
+    plan = h.only_plan()
+    error = KafkaError("no Produce version in common")
+    h.engine.on_send_error(plan, error, h.now)
+    assert h.done == [(batch, -1, -1, error)]
+    assert not batch.maybe_written and h.engine.idle and not h.engine.needs_producer_id

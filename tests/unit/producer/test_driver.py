@@ -1,0 +1,169 @@
+"""The driver between engine and network, over the broker-less ``cluster``
+fixture: errors that escape sending must fail batches, never strand them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from grete.cluster import Cluster
+from grete.connection import Pending
+from grete.errors import AuthenticationError, KafkaConnectionError, KafkaError
+from grete.network import Network
+from grete.producer import BackgroundProducer, ProduceFailureError, Producer
+from grete.producer.batch import ProducerBatch
+from grete.producer.driver import Driver
+from grete.producer.engine import ProduceEngine
+from grete.protocol import messages as m
+
+Done = tuple[ProducerBatch, int, int, "KafkaError | None"]
+
+
+def _engine(done: list[Done], *, idempotent: bool = False) -> ProduceEngine:
+    engine = ProduceEngine(
+        on_done=lambda b, o, t, e: done.append((b, o, t, e)),
+        acks=-1 if idempotent else 1,
+        timeout_ms=1000,
+        idempotent=idempotent,
+        max_retries=3,
+        retry_backoff_s=0.01,
+        retry_backoff_max_s=0.1,
+    )
+    if idempotent:
+        engine.set_producer_id(4000, 0)
+    return engine
+
+
+def _batch(partition: int, n: int) -> ProducerBatch:
+    batch = ProducerBatch("t", partition, time.monotonic())
+    for i in range(n):
+        batch.append(None, b"v%d" % i, None, 1_700_000_000_000, i, 10)
+    return batch
+
+
+def _refuse(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[int]:
+    """Make every Produce request fail inside ``Network.send``, as a broker
+    refusing our credentials would; returns the node ids tried."""
+    tried: list[int] = []
+
+    def send(self: Network, node_id: int, api: Any, body: Any, **kw: Any) -> Pending:
+        if api is not m.PRODUCE:  # a metadata refresh: as unreachable as the fixture's broker
+            raise KafkaConnectionError("connection refused")
+        tried.append(node_id)
+        raise error
+
+    monkeypatch.setattr(Network, "send", send)
+    return tried
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+@pytest.mark.parametrize(
+    "error",
+    [AuthenticationError("SASL authentication failed"), RuntimeError("a bug while framing")],
+    ids=["authentication", "bug"],
+)
+def test_a_request_that_cannot_be_sent_fails_its_batches(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, error: Exception, idempotent: bool
+) -> None:
+    tried = _refuse(monkeypatch, error)
+    done: list[Done] = []
+    engine = _engine(done, idempotent=idempotent)
+    driver = Driver(engine, cluster)
+    batches = [_batch(p, 3) for p in range(3)]
+    for batch in batches:
+        engine.add(batch)
+    for plan in engine.plans(time.monotonic(), driver.leader_of):
+        driver._send_request(plan)
+    assert tried == [1]  # one request: broker 1 leads all three partitions
+    assert engine.idle and engine.in_flight == 0
+    assert [d[0] for d in done] == batches
+    for _, offset, _, err in done:
+        assert offset == -1 and isinstance(err, KafkaError)
+        assert str(error) in str(err)
+    assert not any(b.maybe_written for b in batches)  # nothing left the machine
+    if isinstance(error, KafkaError):
+        assert all(d[3] is error for d in done)  # the typed error itself, not a wrapper
+    else:
+        assert all(d[3] is not None and d[3].__cause__ is error for d in done)
+    # Sequences given to the failed batches are gone: the next ones need a new epoch.
+    assert engine.needs_epoch_bump is idempotent
+
+
+def test_sync_produce_reports_the_refusal_and_the_next_call_does_not_hang(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refuse(monkeypatch, AuthenticationError("SASL authentication failed"))
+    producer = Producer(cluster, cluster._topics["t"], required_acks=1, max_retries=0)
+    try:
+
+        def call(result: list[BaseException]) -> None:
+            try:
+                producer.produce([b"a", b"b", b"c"])
+            except BaseException as exc:
+                result.append(exc)
+
+        for _ in range(2):  # before the fix, the second call waited for ever
+            result: list[BaseException] = []
+            t = threading.Thread(target=call, args=(result,), daemon=True)
+            t.start()
+            t.join(10)
+            assert not t.is_alive(), "produce() hung"
+            (exc,) = result
+            assert isinstance(exc, ProduceFailureError)
+            assert len(exc.failures) == 3
+            for failure in exc.failures:
+                assert isinstance(failure.error, AuthenticationError)
+                assert failure.maybe_written is False
+    finally:
+        producer.stop()
+
+
+def test_background_futures_get_the_refusal(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refuse(monkeypatch, AuthenticationError("SASL authentication failed"))
+    with BackgroundProducer(cluster, cluster._topics["t"], required_acks=1) as p:
+        futures = [p.produce(b"v%d" % i) for i in range(5)]
+        assert p.flush(timeout=10) == 0
+        for f in futures:
+            assert isinstance(f.exception(timeout=0), AuthenticationError)
+
+
+def test_sender_crash_fails_requests_in_flight_too(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests on the wire when the sender thread dies are failed (maybe
+    written), not left unresolved with nobody to read their answers."""
+    sent: list[Pending] = []
+
+    def send(self: Network, node_id: int, api: Any, body: Any, **kw: Any) -> Pending:
+        if api is not m.PRODUCE:  # a metadata refresh: as unreachable as the fixture's broker
+            raise KafkaConnectionError("connection refused")
+        pending = Pending(api, len(sent), time.monotonic() + 60)  # never answered
+        sent.append(pending)
+        return pending
+
+    monkeypatch.setattr(Network, "send", send)
+    original_step = Driver.step
+
+    def step(self: Driver, timeout: float) -> None:
+        if sent:
+            raise RuntimeError("injected sender bug")
+        original_step(self, timeout)
+
+    monkeypatch.setattr(Driver, "step", step)
+    p = BackgroundProducer(cluster, cluster._topics["t"], required_acks=1, linger_ms=0)
+    try:
+        futures = [p.produce(b"v%d" % i, partition=0) for i in range(3)]
+        for f in futures:
+            err = f.exception(timeout=10)
+            assert isinstance(err, KafkaError) and "injected" in str(err)
+        assert sent  # they were in flight, not queued, when the sender died
+        assert p.flush(timeout=1) == 0
+    finally:
+        t0 = time.monotonic()
+        p.close(timeout=1.0)
+        assert time.monotonic() - t0 < 3.0
