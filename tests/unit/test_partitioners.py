@@ -519,6 +519,16 @@ def test_lanes_modulo_of_any_hash(value: int, count: int) -> None:
     assert _murmur2._lanes_modulo(lanes, 40, count) == bytes([(value & 0x7FFFFFFF) % count]) * 40
 
 
+@pytest.mark.parametrize("n", [31, 32, 33])
+def test_lanes_partition_ids_at_the_lanes_threshold(n: int) -> None:
+    keys = [b"key-%04d" % i for i in range(n)]
+    ids = _murmur2.murmur2_partition_ids(keys, 6)
+    if n < 32:
+        assert ids is None  # key by key: as fast below the threshold
+    else:
+        assert ids == bytes(_java_partition(k, 6) for k in keys)
+
+
 def test_lanes_partition_ids_decline_what_they_cannot_do() -> None:
     same = [b"k%03d" % i for i in range(100)]
     assert _murmur2.murmur2_partition_ids(same[:10], 3) is None  # too few for lanes
