@@ -239,6 +239,21 @@ class Network:
             self._unregister(conn)
             conn.close(error)
 
+    def discard(self, node_id: int, reason: str) -> None:
+        """Close the connection to ``node_id`` (its requests in flight fail
+        with :class:`KafkaConnectionError`); the next request reconnects."""
+        with self.locked():
+            self._drop(node_id, KafkaConnectionError(reason))
+
+    def _poison(self, conn: BrokerConnection, exc: BaseException) -> None:
+        """Drop ``conn`` after an exception escaped its I/O (lock held)."""
+        for node_id, c in list(self._conns.items()):
+            if c is conn:
+                self._drop(node_id, KafkaConnectionError(f"interrupted during I/O: {exc!r}"))
+                return
+        self._unregister(conn)
+        conn.close(KafkaConnectionError(f"interrupted during I/O: {exc!r}"))
+
     def _unregister(self, conn: BrokerConnection) -> None:
         if conn in self._registered:
             del self._registered[conn]
@@ -312,10 +327,17 @@ class Network:
                 if conn is None:
                     self._drain_wakeups()
                     continue
-                if mask & selectors.EVENT_WRITE:
-                    conn.on_writable()
-                if mask & selectors.EVENT_READ:
-                    conn.on_readable()
+                try:
+                    if mask & selectors.EVENT_WRITE:
+                        conn.on_writable()
+                    if mask & selectors.EVENT_READ:
+                        conn.on_readable()
+                except BaseException as exc:
+                    # Interrupted mid-read or mid-write (KeyboardInterrupt, a
+                    # callback's error): the stream's framing state is unknown,
+                    # and a half-written frame would corrupt the next request.
+                    self._poison(conn, exc)
+                    raise
             now = time.monotonic()
             for conn in active:
                 conn.check_timeouts(now)

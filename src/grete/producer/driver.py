@@ -35,8 +35,6 @@ class Driver:
         self._metadata_pending: Pending | None = None
         self._next_pid_try = 0.0
         self._pid_failures = 0
-        # Produce requests sent and not answered yet, by id(plan).
-        self._outstanding: dict[int, Plan] = {}
 
     def leader_of(self, topic: str, partition: int) -> int | None:
         t = self.cluster._topics.get(topic)
@@ -127,6 +125,13 @@ class Driver:
             log.warning("produce request to broker %s not sent: %s", plan.node_id, error)
             engine.on_send_error(plan, error, time.monotonic())
             return
+        except BaseException as exc:
+            # KeyboardInterrupt (or SystemExit) in the middle of framing or
+            # writing: the connection may hold half a frame, and whoever
+            # catches this must abandon the plan (engine.abandon_in_flight),
+            # which nobody will answer now.
+            self.network.discard(plan.node_id, f"interrupted while sending: {exc!r}")
+            raise
         # Framed: the frame's copy of the batches is all the connection needs
         # until it is written. Holding the encodings until the answer came kept
         # every request in flight in memory long after the socket took it; a
@@ -136,12 +141,8 @@ class Driver:
         for batch in plan.batches:
             batch.release_encoding()
 
-        key = id(plan)
-        self._outstanding[key] = plan
-
         def landed(p: Pending) -> None:
-            if self._outstanding.pop(key, None) is None:
-                return  # given up on by abandon_in_flight()
+            # The engine ignores answers to plans it has abandoned.
             if p.error is not None:
                 engine.on_transport_error(plan, p.error, time.monotonic(), sent=True)
             else:
@@ -152,12 +153,9 @@ class Driver:
 
     def abandon_in_flight(self, error: KafkaError) -> None:
         """Stop waiting for every unanswered request (a producer closing out
-        of time): their batches get ``error`` as if the connection broke
-        (maybe written), and answers arriving later are ignored."""
-        plans, self._outstanding = list(self._outstanding.values()), {}
-        now = time.monotonic()
-        for plan in plans:
-            self.engine.on_transport_error(plan, error, now, sent=True)
+        of time, a call interrupted): their batches get ``error``, maybe
+        written, and answers arriving later are ignored."""
+        self.engine.abandon_in_flight(error, time.monotonic())
 
     def _init_producer_id(self) -> None:
         """InitProducerId: a first identity, or an epoch bump (KIP-360) of ours."""

@@ -139,6 +139,9 @@ class ProduceEngine:
         self._node_in_flight: dict[int, int] = {}
         self._queued = 0
         self.in_flight = 0
+        # The requests counted in in_flight, by id(plan): what abandon_in_flight()
+        # gives up on, whether or not a driver got as far as sending them.
+        self._plans: dict[int, Plan] = {}
         self.metrics = metrics if metrics is not None else Metrics()
         # Set when the producer is closing out of time: nothing is retried any more.
         self.closing_error: KafkaError | None = None
@@ -394,11 +397,16 @@ class ProduceEngine:
         self._node_in_flight[node] = self._node_in_flight.get(node, 0) + 1
         self.in_flight += 1
         self.metrics.requests += 1
-        return Plan(node, body, batches, self.acks != 0, now), rest
+        plan = Plan(node, body, batches, self.acks != 0, now)
+        self._plans[id(plan)] = plan
+        return plan, rest
 
     # -- outcomes ----------------------------------------------------------
 
-    def _landed(self, plan: Plan, now: float) -> None:
+    def _landed(self, plan: Plan, now: float) -> bool:
+        """Uncount ``plan``; False (and nothing done) if it was abandoned."""
+        if self._plans.pop(id(plan), None) is None:
+            return False
         self.metrics.request_latency(now - plan.sent_at)
         self._node_in_flight[plan.node_id] -= 1
         self.in_flight -= 1
@@ -406,10 +414,12 @@ class ProduceEngine:
             state = self._state(batch)
             state.in_flight -= 1
             state.in_flight_orders.remove(batch.order)
+        return True
 
     def on_response(self, plan: Plan, body: dict[str, Any] | None, now: float) -> None:
         """The broker answered ``plan`` (``body`` is None for acks=0)."""
-        self._landed(plan, now)
+        if not self._landed(plan, now):
+            return  # abandoned: its batches have failed already
         if body is None:
             for batch in plan.batches:
                 self._finish(batch, -1, -1, None)
@@ -508,7 +518,8 @@ class ProduceEngine:
         written), or its connection failed or timed out after it left: the
         outcome is unknown, and a retry keeps the batch's sequence so the
         broker can drop it if it did land."""
-        self._landed(plan, now)
+        if not self._landed(plan, now):
+            return
         self.needs_metadata = True
         for batch in plan.batches:
             batch.maybe_written = batch.maybe_written or sent
@@ -529,10 +540,24 @@ class ProduceEngine:
         broker speaks, a bug): its batches fail with ``error``, not written.
         Without this they would stay counted in flight for ever, and a
         producer waiting for them would never return."""
-        self._landed(plan, now)
+        if not self._landed(plan, now):
+            return
         for batch in plan.batches:
             self._gap(batch)
             self._finish(batch, -1, -1, error)
+
+    def abandon_in_flight(self, error: KafkaError, now: float) -> None:
+        """Give up on every request in flight: their batches fail with
+        ``error``, maybe written, and are never retried; answers that come
+        later are ignored. Covers requests a driver was interrupted while
+        sending (counted here, never handed to the network, or handed over
+        half-framed): waiting for their answers would wait for ever."""
+        for plan in list(self._plans.values()):
+            self._landed(plan, now)
+            for batch in plan.batches:
+                batch.maybe_written = True
+                self._gap(batch)
+                self._finish(batch, -1, -1, error)
 
     def _wait(self, batch: ProducerBatch, now: float, error: KafkaError) -> None:
         """Requeue without spending an attempt, unless the delivery timeout ran out."""

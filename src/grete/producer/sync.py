@@ -513,8 +513,12 @@ class Producer:
                 driver.step(0.05)
         except BaseException as exc:
             # Don't leave this call's batches queued for the next call to send
-            # (and to report into its results).
-            engine.fail_all(exc if isinstance(exc, KafkaError) else KafkaError(repr(exc)))
+            # (and to report into its results), nor its requests counted in
+            # flight: one interrupted while being sent is answered by nobody,
+            # and the next call would wait for it for ever.
+            error = exc if isinstance(exc, KafkaError) else KafkaError(repr(exc))
+            engine.fail_all(error)
+            driver.abandon_in_flight(error)
             raise
         results = ProduceResults(count, done)
         if failures:

@@ -44,6 +44,27 @@ def _batch(partition: int, n: int) -> ProducerBatch:
     return batch
 
 
+def _never_answered(
+    monkeypatch: pytest.MonkeyPatch, *, interrupt_at: int | None = None
+) -> list[Pending]:
+    """Every Produce request is handed to a connection that never answers
+    (returned: their Pendings); the ``interrupt_at``-th raises
+    KeyboardInterrupt once handed over, as Ctrl-C inside ``Network.send``."""
+    sent: list[Pending] = []
+
+    def send(self: Network, node_id: int, api: Any, body: Any, **kw: Any) -> Pending:
+        if api is not m.PRODUCE:  # a metadata refresh: as unreachable as the fixture's broker
+            raise KafkaConnectionError("connection refused")
+        pending = Pending(api, len(sent), time.monotonic() + 60)
+        sent.append(pending)
+        if len(sent) == interrupt_at:
+            raise KeyboardInterrupt
+        return pending
+
+    monkeypatch.setattr(Network, "send", send)
+    return sent
+
+
 def _refuse(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[int]:
     """Make every Produce request fail inside ``Network.send``, as a broker
     refusing our credentials would; returns the node ids tried."""
@@ -137,16 +158,7 @@ def test_sender_crash_fails_requests_in_flight_too(
 ) -> None:
     """Requests on the wire when the sender thread dies are failed (maybe
     written), not left unresolved with nobody to read their answers."""
-    sent: list[Pending] = []
-
-    def send(self: Network, node_id: int, api: Any, body: Any, **kw: Any) -> Pending:
-        if api is not m.PRODUCE:  # a metadata refresh: as unreachable as the fixture's broker
-            raise KafkaConnectionError("connection refused")
-        pending = Pending(api, len(sent), time.monotonic() + 60)  # never answered
-        sent.append(pending)
-        return pending
-
-    monkeypatch.setattr(Network, "send", send)
+    sent = _never_answered(monkeypatch)
     original_step = Driver.step
 
     def step(self: Driver, timeout: float) -> None:
@@ -167,3 +179,125 @@ def test_sender_crash_fails_requests_in_flight_too(
         t0 = time.monotonic()
         p.close(timeout=1.0)
         assert time.monotonic() - t0 < 3.0
+
+
+def _interrupt_produce_sends(monkeypatch: pytest.MonkeyPatch, *, after: int) -> list[int]:
+    """:func:`_never_answered`, the ``after``-th request interrupted; returns
+    the nodes whose connection was discarded."""
+    _never_answered(monkeypatch, interrupt_at=after)
+    discarded: list[int] = []
+
+    def discard(self: Network, node_id: int, reason: str) -> None:
+        discarded.append(node_id)
+        assert "interrupted while sending" in reason
+
+    monkeypatch.setattr(Network, "discard", discard)
+    return discarded
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_abandoning_fails_plans_never_handed_to_the_network(idempotent: bool) -> None:
+    done: list[Done] = []
+    engine = _engine(done, idempotent=idempotent)
+    batches = [_batch(p, 3) for p in range(3)]
+    for batch in batches:
+        engine.add(batch)
+    (plan,) = engine.plans(time.monotonic(), lambda t, p: 1)  # built, never sent
+    assert engine.in_flight == 1
+    error = KafkaError("interrupted")
+    engine.abandon_in_flight(error, time.monotonic())
+    assert engine.idle and engine.in_flight == 0
+    assert [d[0] for d in done] == batches and all(d[3] is error for d in done)
+    assert all(b.maybe_written for b in batches)  # it may have gone out before the interrupt
+    assert engine.needs_epoch_bump is idempotent
+    # A late answer to the abandoned request changes nothing.
+    body = {
+        "responses": [
+            {"name": "t", "partition_responses": [{"index": i, "error_code": 0, "base_offset": 7}]}
+            for i in range(3)
+        ]
+    }
+    engine.on_response(plan, body, time.monotonic())
+    engine.on_transport_error(plan, KafkaConnectionError("late"), time.monotonic(), sent=True)
+    assert len(done) == 3 and engine.in_flight == 0 and engine.idle
+
+
+def test_keyboard_interrupt_while_sending_poisons_the_connection_and_the_next_call_runs(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside Network.send: the request was counted in flight but
+    never handed back to the driver, so nothing would ever answer it. The
+    call raises; the next call must neither wait for it (it hung for ever)
+    nor report it; the connection, maybe holding half a frame, is dropped."""
+    discarded = _interrupt_produce_sends(monkeypatch, after=1)
+    producer = Producer(cluster, cluster._topics["t"], required_acks=1, max_retries=0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            producer.produce([b"a", b"b", b"c"])
+        assert discarded == [1]
+        assert producer._engine.idle and producer._engine.in_flight == 0
+        monkeypatch.setattr(
+            Network, "send", lambda *a, **k: (_ for _ in ()).throw(AuthenticationError("no"))
+        )
+        result: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                producer.produce([b"d"])
+            except BaseException as exc:
+                result.append(exc)
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "produce() hung on the interrupted call's request"
+        (exc,) = result
+        assert isinstance(exc, ProduceFailureError) and len(exc.failures) == 1
+    finally:
+        producer.stop()
+
+
+def test_an_exception_escaping_a_connections_io_drops_that_connection(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Network.poll: a KeyboardInterrupt out of on_readable/on_writable
+    leaves the stream's framing unknown, so the connection is closed (its
+    requests fail, maybe written) before the exception goes on."""
+    network = cluster.network
+    closed: list[KafkaError | None] = []
+
+    class Conn:
+        connected = True
+        in_flight = 1
+        wants_write = False
+
+        def fileno(self) -> int:
+            return r.fileno()
+
+        def on_readable(self) -> None:
+            raise KeyboardInterrupt
+
+        def on_writable(self) -> None:
+            raise AssertionError("not writable")
+
+        def check_timeouts(self, now: float) -> None:
+            pass
+
+        def close(self, error: KafkaError | None = None) -> None:
+            closed.append(error)
+
+    import socket
+
+    r, w = socket.socketpair()
+    try:
+        w.send(b"x")  # readable
+        conn = Conn()
+        monkeypatch.setitem(network._conns, 99, conn)  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            network.poll(1.0)
+        assert 99 not in network._conns and conn not in network._registered
+        (error,) = closed
+        assert isinstance(error, KafkaConnectionError) and "interrupted" in str(error)
+    finally:
+        r.close()
+        w.close()
