@@ -541,8 +541,9 @@ class BackgroundProducer:
                 sender = self._sender
                 acc = self._acc
                 wake = False
-                sender.lock.acquire()
-                try:
+                # `with`, not acquire() + try: a KeyboardInterrupt landing between
+                # acquire() and the try leaked the lock, and the sender froze for ever.
+                with sender.lock:
                     if partition_key is None:
                         pid = self._sticky[0]
                         batch = acc.open_batches.get(pid)  # type: ignore[arg-type]
@@ -594,8 +595,6 @@ class BackgroundProducer:
                         elif len(values) >= acc.max_records:
                             acc.close(pid, batch)  # type: ignore[arg-type]
                             wake = True  # a full batch goes now
-                finally:
-                    sender.lock.release()
                 if future is not None:
                     if wake:
                         sender.network.wakeup()
