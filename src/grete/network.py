@@ -16,8 +16,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from grete._backoff import backoff_ceiling
@@ -81,6 +80,11 @@ class _Connecting:
         self.error: KafkaError | None = None
 
 
+# Network._claim: how long a claim shortens the poller's sleeps, and to what.
+_CLAIM_S = 0.2
+_CLAIM_POLL_S = 0.001
+
+
 class Network:
     """Connections by node id; see the module docstring. Thread-safe: one lock
     guards the sockets, held for one short poll round at a time."""
@@ -105,6 +109,11 @@ class Network:
         self._selector = selectors.DefaultSelector()
         self._registered: dict[BrokerConnection, int] = {}
         self.lock = threading.RLock()
+        # For _claim (see there): when another thread last wanted the lock; the
+        # poller is in select(); the poller's thread (its own claims need no wakeup).
+        self._claimed_at = -_CLAIM_S
+        self._selecting = False
+        self._poller: int | None = None
         self._closed = False
         # Self-pipe: lets another thread interrupt a poll() sleeping in select().
         self._wake_r, self._wake_w = socket.socketpair()
@@ -196,7 +205,8 @@ class Network:
             error = exc
         except Exception as exc:  # a bug must not leave waiters hanging
             error = KafkaConnectionError(f"connecting to {host}:{port} failed: {exc!r}")
-        with self.locked():
+        self._claim()
+        with self.lock:
             self._connecting.pop(node_id, None)
             backoff = self._backoff.setdefault((host, port), _Backoff())
             if error is None and self._closed:
@@ -242,7 +252,8 @@ class Network:
     def discard(self, node_id: int, reason: str) -> None:
         """Close the connection to ``node_id`` (its requests in flight fail
         with :class:`KafkaConnectionError`); the next request reconnects."""
-        with self.locked():
+        self._claim()
+        with self.lock:
             self._drop(node_id, KafkaConnectionError(reason))
 
     def _poison(self, conn: BrokerConnection, exc: BaseException) -> None:
@@ -276,7 +287,8 @@ class Network:
         ``wait_connect=False``: raise :class:`StillConnecting` rather than wait
         for a handshake."""
         self.connection(node_id, wait=wait_connect)
-        with self.locked():
+        self._claim()
+        with self.lock:
             # Under the lock: the connection may have broken in between.
             conn = self.connection(node_id, wait=False)
             version = conn.version(api, cap)
@@ -322,7 +334,15 @@ class Network:
                 self._registered[conn] = events
             for conn in [c for c in self._registered if c not in active]:
                 self._unregister(conn)
-            for key, mask in self._selector.select(timeout):
+            self._poller = threading.get_ident()
+            self._selecting = True
+            try:
+                if timeout > _CLAIM_POLL_S and time.monotonic() - self._claimed_at < _CLAIM_S:
+                    timeout = _CLAIM_POLL_S  # see _claim
+                ready = self._selector.select(timeout)
+            finally:
+                self._selecting = False
+            for key, mask in ready:
                 conn = key.data
                 if conn is None:
                     self._drain_wakeups()
@@ -355,16 +375,29 @@ class Network:
         except (BlockingIOError, OSError):
             pass
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """The lock, taken promptly even while another thread sits in poll()."""
-        if not self.lock.acquire(blocking=False):
-            self.wakeup()
-            self.lock.acquire()
-        try:
-            yield
-        finally:
-            self.lock.release()
+    def _claim(self) -> None:
+        """Call just before ``with self.lock``: makes a poll() sitting in
+        select() in another thread give the lock up promptly.
+
+        Not a context manager that acquires the lock itself: a KeyboardInterrupt
+        landing between an ``acquire()`` and its ``try`` would leak the lock, and
+        every other thread would block on it for ever; ``with self.lock`` leaves
+        no such window.
+
+        The poller holds the lock through select(), so a claim does two things.
+        It wakes a select() in progress (the GIL orders these plain attribute
+        accesses: we write ``_claimed_at`` then read ``_selecting``, the poller
+        writes ``_selecting`` then reads ``_claimed_at``, so at least one of us
+        sees the other). And for ``_CLAIM_S`` the poller sleeps at most
+        ``_CLAIM_POLL_S`` per round: it releases the lock between rounds, and a
+        poller that re-took it at once and slept its whole timeout again could
+        starve us round after round. No flag to clear, so an interrupted claim
+        leaves nothing stale behind.
+        """
+        if threading.get_ident() != self._poller:
+            self._claimed_at = time.monotonic()
+            if self._selecting:
+                self.wakeup()
 
     def close(self) -> None:
         with self.lock:

@@ -191,6 +191,104 @@ def test_unknown_node_is_a_connection_error() -> None:
         net.close()
 
 
+# ---------------------------------------------------------------- the lock
+
+
+def _wait_until(cond: object, limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def test_lock_is_taken_promptly_while_another_thread_sits_in_poll() -> None:
+    net = _network(_closed_port())
+    stop = threading.Event()
+
+    def poller() -> None:
+        for _ in range(100):  # bounded: each round ends at the next claim
+            if stop.is_set():
+                return
+            net.poll(10.0)
+
+    thread = threading.Thread(target=poller, daemon=True)
+    thread.start()
+    try:
+        for _ in range(5):
+            _wait_until(lambda: net._selecting)
+            started = time.monotonic()
+            net.discard(7, "test")  # takes the lock (no such connection: a no-op)
+            assert time.monotonic() - started < 2.0
+    finally:
+        stop.set()
+        net.wakeup()
+        thread.join(5.0)
+        net.close()
+    assert not thread.is_alive()
+
+
+def test_claim_made_before_the_poller_sleeps_shortens_its_sleeps_for_a_while() -> None:
+    """The handshake's other half: the claim lands before select(), so the
+    poller must not sleep its whole timeout; and a claim ages out."""
+    net = _network(_closed_port())
+    try:
+        claimer = threading.Thread(target=net._claim)
+        claimer.start()
+        claimer.join()
+        started = time.monotonic()
+        net.poll(10.0)
+        assert time.monotonic() - started < 0.1
+        time.sleep(0.25)
+        started = time.monotonic()
+        net.poll(0.2)
+        assert time.monotonic() - started >= 0.15
+    finally:
+        net.close()
+
+
+def test_poller_thread_claims_without_flagging_itself() -> None:
+    net = _network(_closed_port())
+    try:
+        net.poll(0)
+        net._claim()
+        started = time.monotonic()
+        net.poll(0.2)
+        assert time.monotonic() - started >= 0.15
+    finally:
+        net.close()
+
+
+def test_interrupt_inside_the_lock_releases_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt raised while Network.send holds the lock leaves it
+    free for other threads (it used to be acquired before its try)."""
+    net = _network(_closed_port())
+    calls = {"n": 0}
+
+    def connection(node_id: int, wait: bool = True) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the call made under the lock
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(net, "connection", connection)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            net.send(1, m.API_VERSIONS, {})
+        got: list[bool] = []
+
+        def take() -> None:
+            got.append(net.lock.acquire(timeout=2.0))
+            if got[0]:
+                net.lock.release()
+
+        other = threading.Thread(target=take)
+        other.start()
+        other.join(5.0)
+        assert got == [True]
+    finally:
+        net.close()
+
+
 # ---------------------------------------------------------------- with a fake broker
 
 

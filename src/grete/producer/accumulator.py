@@ -204,8 +204,12 @@ class Accumulator:
             batch = ProducerBatch(self.topic, partition, now, self.owner, self.handles)
             if self.int_handles:
                 batch.handles = array("q")
+            # Opened only once it holds the record: an exception in between
+            # (a KeyboardInterrupt) must not leave an empty batch open.
+            batch.append(key, value, headers, timestamp, handle, size)
             self.open_batches[partition] = batch
-        batch.append(key, value, headers, timestamp, handle, size)
+        else:
+            batch.append(key, value, headers, timestamp, handle, size)
         self.last = batch
         if len(batch.values) >= self.max_records:
             self.close(partition, batch)

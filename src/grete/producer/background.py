@@ -263,6 +263,10 @@ class _Sender:
                 if engine.closing_error is not None:
                     engine.fail_all(engine.closing_error)
                     self.driver.abandon_in_flight(engine.closing_error)
+                if engine.idle and (
+                    self.unresolved or (self.reports is None and self.queued_messages)
+                ):
+                    self._settle_counts()
                 if closing and engine.idle:
                     with self.lock:
                         if not len(self.acc):
@@ -296,6 +300,30 @@ class _Sender:
             return batch.created > oldest and backlogged(batch.topic, batch.partition)
 
         return hold
+
+    def _settle_counts(self) -> None:
+        """Nothing queued and nothing in flight: nothing is unresolved either.
+        Counts that say otherwise were left by a produce() interrupted (a
+        KeyboardInterrupt) after counting its message and before queuing it;
+        flush() and close() would wait on them for ever. Called on the sender
+        thread with the engine idle, the only thread that moves batches from
+        the accumulator to the engine, so an empty accumulator is the truth."""
+        with self.lock:
+            if len(self.acc):
+                return
+            log.warning(
+                "counts reset: %d message(s) unresolved, %d queued, none in the accumulator",
+                self.unresolved,
+                self.queued_messages,
+            )
+            self.unresolved = 0
+            if self.reports is None:
+                # With delivery reports on, queued messages are released as the
+                # reports are taken: their counts are still right.
+                self.queued_messages = self.queued_bytes = 0
+                self.space.notify_all()
+        with self.done_cond:
+            self.done_cond.notify_all()
 
     def _deadline_of(self, batch: ProducerBatch) -> float:
         return batch.created + self.delivery_timeout_s
@@ -571,24 +599,33 @@ class BackgroundProducer:
                         future = None  # not the simple case: the full path decides
                     else:
                         values = batch.values
+                        index = len(values)
+                        try:
+                            values.append(value)
+                            batch.timestamps.append(ts)  # type: ignore[union-attr]
+                            if batch.keys is not None:
+                                batch.keys.append(partition_key)
+                            if batch.headers is not None:
+                                batch.headers.append(None)
+                            # No calls from here to the end of the try: nothing
+                            # can interrupt between these, nor after them within it.
+                            batch.size += size
+                            sender.queued_messages += 1
+                            sender.queued_bytes += size
+                            sender.unresolved += 1
+                        except BaseException:
+                            # A KeyboardInterrupt between two column appends:
+                            # undone, else every later record is misaligned.
+                            batch.truncate(index)
+                            raise
                         future = _new_object(DeliveryFuture)
                         future._batch = batch
-                        future._index = len(values)
+                        future._index = index
                         if callback is not None or self._watch_all:
                             if callback is not None:
                                 future._callback = callback
                             with sender.done_cond:  # see _watch
                                 _watch(batch, future)
-                        values.append(value)
-                        batch.timestamps.append(ts)  # type: ignore[union-attr]
-                        if batch.keys is not None:
-                            batch.keys.append(partition_key)
-                        if batch.headers is not None:
-                            batch.headers.append(None)
-                        batch.size += size
-                        sender.queued_messages += 1
-                        sender.queued_bytes += size
-                        sender.unresolved += 1
                         if partition_key is not None:
                             if len(values) >= _STAGE_MAX:
                                 wake = acc.place_stage() or wake

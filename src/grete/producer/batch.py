@@ -122,19 +122,32 @@ class ProducerBatch:
         n = len(self.values)
         if n == 0:
             self.base_timestamp = timestamp
-        if key is not None and self.keys is None:
-            self.keys = [None] * n
-        if self.keys is not None:
-            self.keys.append(key)
-        if headers and self.headers is None:
-            self.headers = [None] * n
-        if self.headers is not None:
-            self.headers.append(headers)
-        self.values.append(value)
-        self.timestamps.append(timestamp)  # type: ignore[union-attr]
-        if self.handles is not None:
-            self.handles.append(handle)  # type: ignore[union-attr]
-        self.size += size
+        try:
+            if key is not None and self.keys is None:
+                self.keys = [None] * n
+            if self.keys is not None:
+                self.keys.append(key)
+            if headers and self.headers is None:
+                self.headers = [None] * n
+            if self.headers is not None:
+                self.headers.append(headers)
+            self.values.append(value)
+            self.timestamps.append(timestamp)  # type: ignore[union-attr]
+            if self.handles is not None:
+                self.handles.append(handle)  # type: ignore[union-attr]
+            self.size += size  # no call after the last append: nothing interrupts in between
+        except BaseException:
+            self.truncate(n)  # a KeyboardInterrupt between two columns
+            raise
+
+    def truncate(self, n: int) -> None:
+        """Cut every column back to ``n`` records: undoes a record half
+        appended (its columns are appended one by one) when an exception, a
+        KeyboardInterrupt, lands in between. ``size`` is added last, after
+        every column, so it never counts a record undone here."""
+        for column in (self.values, self.timestamps, self.keys, self.headers, self.handles):
+            if column is not None and type(column) is not range:  # a range is never appended to
+                del column[n:]
 
     def add_key(self, key: bytes | None) -> None:
         """The key of the record just appended to ``values`` by a front end's

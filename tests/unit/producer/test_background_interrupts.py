@@ -1,0 +1,204 @@
+"""A KeyboardInterrupt can land inside BackgroundProducer.produce() (Ctrl-C in
+the thread that produces): the producer must stay whole. Its batches' columns
+stay aligned, and its counts never leave flush() or close() waiting for
+messages that were never queued. The ``cluster`` fixture's broker is a closed
+port, so messages stay queued until their delivery timeout fails them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from grete.cluster import Cluster
+from grete.producer import BackgroundProducer, ProducerQueueFullError
+from grete.producer.accumulator import Accumulator
+from grete.producer.batch import ProducerBatch
+
+from .._effort import effort
+
+
+def _producer(cluster: Cluster, **kw: Any) -> BackgroundProducer:
+    kw.setdefault("required_acks", 1)
+    kw.setdefault("linger_ms", 60_000)
+    return BackgroundProducer(cluster, cluster._topics["t"], **kw)
+
+
+def _all_batches(p: BackgroundProducer) -> list[ProducerBatch]:
+    """Every batch holding queued records (call with the sender lock held)."""
+    acc = p._acc
+    batches = [b for state in p._sender.engine._partitions.values() for b in state.queue]
+    batches += acc.open_batches.values()
+    batches += acc._ready
+    if acc.stage is not None:
+        batches.append(acc.stage)
+    return batches
+
+
+def _aligned(batch: ProducerBatch) -> bool:
+    n = len(batch.values)
+    return (
+        batch.timestamps is not None
+        and len(batch.timestamps) == n
+        and (batch.keys is None or len(batch.keys) == n)
+        and (batch.headers is None or len(batch.headers) == n)
+    )
+
+
+class _InterruptingList(list[Any]):
+    """A column whose next append raises KeyboardInterrupt, once: the
+    interrupt lands between two column appends of one record."""
+
+    armed = True
+
+    def append(self, item: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        super().append(item)
+
+
+def test_interrupt_between_two_columns_of_the_inline_path_is_undone(cluster: Cluster) -> None:
+    p = _producer(cluster)
+    try:
+        first = p.produce(b"a")  # opens the sticky partition's batch
+        second = p.produce(b"b")  # the inline path from here on
+        batch = second._batch
+        assert batch is first._batch and batch is not None
+        batch.timestamps = _InterruptingList(batch.timestamps or [])
+        before = p.metrics()["queued_messages"]
+        with pytest.raises(KeyboardInterrupt):
+            p.produce(b"interrupted")
+        assert batch.values == [b"a", b"b"] and _aligned(batch)
+        assert p.metrics()["queued_messages"] == before
+        third = p.produce(b"c")
+        assert third._batch is batch and third._index == 2
+        assert batch.values == [b"a", b"b", b"c"] and _aligned(batch)
+    finally:
+        p.close(0.1)
+
+
+@pytest.mark.parametrize("column", ["keys", "values", "timestamps"])
+def test_batch_append_interrupted_between_columns_is_undone(column: str) -> None:
+    batch = ProducerBatch("t", 0, 0.0, None, handles=True)
+    batch.append(b"k0", b"v0", None, 1, "h0", 10)
+    setattr(batch, column, _InterruptingList(getattr(batch, column)))
+    with pytest.raises(KeyboardInterrupt):
+        batch.append(b"k1", b"v1", [("h", b"1")], 2, "h1", 10)
+    assert batch.values == [b"v0"] and batch.keys == [b"k0"] and batch.timestamps == [1]
+    assert batch.headers in (None, [None])  # created by the interrupted record, or not yet
+    assert batch.handles == ["h0"] and batch.size == 10
+    batch.append(b"k2", b"v2", None, 3, "h2", 10)
+    assert batch.values == [b"v0", b"v2"] and batch.keys == [b"k0", b"k2"]
+    assert batch.headers in (None, [None, None])
+    assert batch.handles == ["h0", "h2"] and batch.size == 20
+
+
+def test_accumulator_opens_no_empty_batch_when_the_first_append_is_interrupted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    acc = Accumulator("t", max_records=10, max_bytes=1 << 20, linger_s=1.0)
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProducerBatch, "append", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        acc.append(0, None, b"v", None, 1, None, 10, 0.0)
+    assert acc.open_batches == {} and len(acc) == 0
+
+
+def test_counts_left_by_an_interrupted_produce_are_settled(cluster: Cluster) -> None:
+    """An interrupt after produce() counted its message and before it queued
+    it leaves the counts high; once nothing is queued or in flight, the sender
+    settles them, and flush() returns (it used to wait for ever)."""
+    p = _producer(cluster, delivery_timeout_ms=300)
+    try:
+        futures = [p.produce(b"m%d" % i) for i in range(3)]
+        sender = p._sender
+        with sender.lock:  # what an interrupted produce() left behind
+            sender.queued_messages += 2
+            sender.queued_bytes += 200
+            sender.unresolved += 2
+        started = time.monotonic()
+        assert p.flush(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert all(f.exception(timeout=0) is not None for f in futures)
+        m = p.metrics()
+        assert m["queued_messages"] == 0 and m["queued_bytes"] == 0
+    finally:
+        p.close(0.1)
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
+def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keyed: bool) -> None:
+    """KeyboardInterrupts raised at random moments in a thread that produces
+    (PyThreadState_SetAsyncExc: where a Ctrl-C lands in the main thread):
+    afterwards every batch's columns are aligned and flush() returns."""
+    p = _producer(
+        cluster,
+        linger_ms=5,
+        delivery_timeout_ms=500,
+        max_queued_messages=200_000,
+        block_on_queue_full=False,
+    )
+    stop = threading.Event()
+    hits = [0]
+    value = b"x" * 100
+
+    def produce_loop() -> None:
+        # Two levels of handlers: an interrupt landing in the inner handler or
+        # on the loop's jump back is caught by the outer one.
+        while True:
+            try:
+                while True:
+                    try:
+                        if stop.is_set():
+                            return
+                        for i in range(100):
+                            p.produce(value, partition_key=b"k%d" % i if keyed else None)
+                    except KeyboardInterrupt:
+                        hits[0] += 1
+                    except ProducerQueueFullError:
+                        time.sleep(0.001)
+            except KeyboardInterrupt:
+                hits[0] += 1
+
+    worker = threading.Thread(target=produce_loop, daemon=True)
+    rng = random.Random(7)
+    # No cyclic GC meanwhile: it runs finalizers and weakref callbacks in the
+    # worker thread, where an interrupt aimed at produce() would land in them.
+    gc.disable()
+    worker.start()
+    try:
+        for _ in range(effort(2000, 300)):
+            time.sleep(rng.uniform(0.0002, 0.002))
+            if not worker.is_alive():  # its id may be reused: stop aiming at it
+                break
+            assert worker.ident is not None
+            _set_async_exc(worker.ident, KeyboardInterrupt)
+    finally:
+        stop.set()
+        worker.join(10)
+        gc.enable()
+    assert not worker.is_alive()
+    assert hits[0] > 0
+    try:
+        with p._sender.lock:
+            assert all(_aligned(b) for b in _all_batches(p))
+        assert p.flush(timeout=20) == 0
+        m = p.metrics()
+        assert m["queued_messages"] == 0 and m["queued_bytes"] == 0
+    finally:
+        p.close(0.1)
