@@ -135,9 +135,10 @@ class DeliveryFuture:
         outcome = batch.outcome
         if outcome is not None:
             return batch, index, outcome
-        cond = batch.owner.done_cond
+        owner = batch.owner
+        cond = owner.done_cond
         deadline = None if timeout is None else time.monotonic() + timeout
-        with cond:
+        with owner.done_lock:  # see _Sender.done_lock
             while True:
                 batch, index = self._where()  # followed again: it may have moved
                 if (outcome := batch.outcome) is not None:
@@ -170,7 +171,7 @@ class DeliveryFuture:
             # Under done_cond: the sender sets outcomes, takes a batch's
             # watchers and moves them (relocated) under it, so fn is either
             # seen there or called here.
-            with sender.done_cond:
+            with sender.done_lock:
                 batch, index = self._where()
                 if batch.outcome is None:
                     watched = (
@@ -221,7 +222,11 @@ class _Sender:
     def __init__(self, owner: BackgroundProducer, cluster: Cluster, engine: ProduceEngine) -> None:
         self.lock = threading.Lock()
         self.space = threading.Condition(self.lock)  # produce() waits here when full
-        self.done_cond = threading.Condition(threading.Lock())  # result() waits here
+        # Taken as `with done_lock`, never `with done_cond`: Condition.__enter__ is
+        # Python code, and a KeyboardInterrupt landing in it after the lock was
+        # taken leaked it (the next produce() then blocked on it for ever).
+        self.done_lock = threading.Lock()
+        self.done_cond = threading.Condition(self.done_lock)  # result() waits here
         self.cluster = cluster
         self.network = cluster.network
         self.engine = engine
@@ -322,7 +327,7 @@ class _Sender:
                 # reports are taken: their counts are still right.
                 self.queued_messages = self.queued_bytes = 0
                 self.space.notify_all()
-        with self.done_cond:
+        with self.done_lock:
             self.done_cond.notify_all()
 
     def _deadline_of(self, batch: ProducerBatch) -> float:
@@ -343,7 +348,7 @@ class _Sender:
             self.metrics.messages_sent += n
             self.metrics.bytes_sent += batch.size
             self.metrics.batches += 1
-        with self.done_cond:
+        with self.done_lock:
             batch.outcome = (base_offset, append_time, error)
             # Taken here, under the lock add_done_callback() adds to them under.
             watchers, batch.watchers = batch.watchers, None
@@ -364,7 +369,7 @@ class _Sender:
                 self.unresolved -= n
         else:
             self._release(n, batch.size, resolved=n)
-        with self.done_cond:  # flush() waits for callbacks too
+        with self.done_lock:  # flush() waits for callbacks too
             self.done_cond.notify_all()
 
     def relocated(self, batch: ProducerBatch, forward: Forward) -> None:
@@ -372,7 +377,7 @@ class _Sender:
         ``ProducerBatch.relocate``): its watchers follow them. Under
         ``done_cond``, where add_done_callback() reads a future's batch and
         lists it, so a callback asked for meanwhile is never lost."""
-        with self.done_cond:
+        with self.done_lock:
             move_watchers(batch, forward)
 
     def _release(self, count: int, size: int, resolved: int = 0) -> None:
@@ -624,7 +629,7 @@ class BackgroundProducer:
                         if callback is not None or self._watch_all:
                             if callback is not None:
                                 future._callback = callback
-                            with sender.done_cond:  # see _watch
+                            with sender.done_lock:  # see _watch
                                 _watch(batch, future)
                         if partition_key is not None:
                             if len(values) >= _STAGE_MAX:
@@ -714,7 +719,7 @@ class BackgroundProducer:
             if callback is not None or self._watch_all:
                 if callback is not None:
                     future._callback = callback
-                with sender.done_cond:  # see _watch
+                with sender.done_lock:  # see _watch
                     _watch(batch, future)
         if full or index == 0:
             # A full batch goes now; a new one must be looked at within
@@ -779,7 +784,7 @@ class BackgroundProducer:
                     return 0 if not pending else self._unreported()
                 if deadline is not None and time.monotonic() >= deadline:
                     return self._unreported()
-                with sender.done_cond:
+                with sender.done_lock:
                     sender.done_cond.wait(0.01)
         finally:
             with sender.lock:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import ctypes
 import gc
 import random
+import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 import pytest
@@ -192,7 +194,10 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
         stop.set()
         worker.join(10)
         gc.enable()
-    assert not worker.is_alive()
+    if worker.is_alive():
+        assert worker.ident is not None
+        stack = "".join(traceback.format_stack(sys._current_frames()[worker.ident]))
+        pytest.fail(f"the producing thread is stuck:\n{stack}")
     assert hits[0] > 0
     try:
         with p._sender.lock:
