@@ -52,7 +52,10 @@ _live_senders: weakref.WeakSet[_Sender] = weakref.WeakSet()
 
 def _mark_forked() -> None:
     for sender in list(_live_senders):
-        sender.forked = True
+        sender.refusal = _FORKED
+
+
+_FORKED = "this producer was started in another process (fork); create a new one here"
 
 
 os.register_at_fork(after_in_child=_mark_forked)
@@ -245,7 +248,10 @@ class _Sender:
         self.flushing = 0
         self.closing = False
         self.stopped = threading.Event()
-        self.forked = False
+        # Why produce() must refuse, once it must: forked (the sender thread is
+        # not in this process) or the sender thread died. One attribute, so the
+        # inline path pays one check for both.
+        self.refusal: str | None = None
         _live_senders.add(self)
         self.thread = threading.Thread(target=self.run, name="grete-sender", daemon=True)
 
@@ -282,6 +288,9 @@ class _Sender:
             log.exception("sender thread failed")
             error = exc if isinstance(exc, KafkaError) else KafkaError(f"sender failed: {exc!r}")
             with self.lock:
+                # Under the lock that produce() queues under: a message is either
+                # among the leftovers, failed below, or refused.
+                self.refusal = f"the sender thread stopped: {error}"
                 leftovers = self.acc.take_all()
             for batch in leftovers:  # batch_done takes the lock itself
                 self.batch_done(batch, -1, -1, error)
@@ -598,7 +607,7 @@ class BackgroundProducer:
                         batch is None
                         or sender.queued_messages >= self._max_queued_messages
                         or sender.queued_bytes + size > self._max_buffer_bytes
-                        or sender.forked
+                        or sender.refusal is not None
                         or self._closed
                     ):
                         future = None  # not the simple case: the full path decides
@@ -654,12 +663,8 @@ class BackgroundProducer:
     ) -> DeliveryFuture:
         """:meth:`produce` for every case, with every check."""
         sender = self._sender
-        if self._closed or sender.forked:
-            raise ProducerClosedError(
-                "this producer was started in another process (fork); create a new one here"
-                if sender.forked
-                else "produce() on a closed producer"
-            )
+        if self._closed or sender.refusal is not None:
+            raise ProducerClosedError(sender.refusal or "produce() on a closed producer")
         if self._serializer is not None and value is not None:
             value = self._serializer(value)
         if self._key_serializer is not None and partition_key is not None:
@@ -698,6 +703,8 @@ class BackgroundProducer:
                 self._sticky[0] = pid
         future = _new_object(DeliveryFuture)
         with sender.lock:
+            if sender.refusal is not None:  # the sender died since the check above
+                raise ProducerClosedError(sender.refusal)
             if (
                 sender.queued_messages >= self._max_queued_messages
                 or sender.queued_bytes + size > self._max_buffer_bytes

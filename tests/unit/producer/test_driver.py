@@ -13,7 +13,12 @@ from grete.cluster import Cluster
 from grete.connection import Pending
 from grete.errors import AuthenticationError, KafkaConnectionError, KafkaError
 from grete.network import Network
-from grete.producer import BackgroundProducer, ProduceFailureError, Producer
+from grete.producer import (
+    BackgroundProducer,
+    ProduceFailureError,
+    Producer,
+    ProducerClosedError,
+)
 from grete.producer.batch import ProducerBatch
 from grete.producer.driver import Driver
 from grete.producer.engine import ProduceEngine
@@ -160,9 +165,10 @@ def test_sender_crash_fails_requests_in_flight_too(
     written), not left unresolved with nobody to read their answers."""
     sent = _never_answered(monkeypatch)
     original_step = Driver.step
+    produced = threading.Event()  # crash only once all three are produced (else refused)
 
     def step(self: Driver, timeout: float) -> None:
-        if sent:
+        if sent and produced.is_set():
             raise RuntimeError("injected sender bug")
         original_step(self, timeout)
 
@@ -170,6 +176,7 @@ def test_sender_crash_fails_requests_in_flight_too(
     p = BackgroundProducer(cluster, cluster._topics["t"], required_acks=1, linger_ms=0)
     try:
         futures = [p.produce(b"v%d" % i, partition=0) for i in range(3)]
+        produced.set()
         for f in futures:
             err = f.exception(timeout=10)
             assert isinstance(err, KafkaError) and "injected" in str(err)
@@ -179,6 +186,28 @@ def test_sender_crash_fails_requests_in_flight_too(
         t0 = time.monotonic()
         p.close(timeout=1.0)
         assert time.monotonic() - t0 < 3.0
+
+
+def test_produce_after_the_sender_died_is_refused(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message produced once the sender thread is dead would sit in a batch
+    nobody takes, its future never resolved: refused instead, naming why."""
+
+    def step(self: Driver, timeout: float) -> None:
+        raise RuntimeError("injected sender bug")
+
+    monkeypatch.setattr(Driver, "step", step)
+    p = BackgroundProducer(cluster, cluster._topics["t"], required_acks=1, linger_ms=0)
+    try:
+        assert p._sender.stopped.wait(5)
+        cases: list[dict[str, Any]] = [{}, {"partition": 0}]  # inline path, general path
+        for kwargs in cases:
+            with pytest.raises(ProducerClosedError, match=r"sender thread stopped.*injected"):
+                p.produce(b"late", **kwargs)
+        assert p.flush(timeout=1) == 0
+    finally:
+        p.close(timeout=1.0)
 
 
 def _interrupt_produce_sends(monkeypatch: pytest.MonkeyPatch, *, after: int) -> list[int]:
