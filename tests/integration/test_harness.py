@@ -17,6 +17,7 @@ import pytest
 from grete.testing import HarnessSetupError, KafkaCluster, ensure_kafka_jars
 from grete.testing import jars as jars_module
 from grete.testing.jars import POM_XML
+from grete.testing.admin import broker_views
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,6 +134,10 @@ def test_topic_fixture_is_ready(kafka_cluster: KafkaCluster, topic: str) -> None
     partitions = md.topics[topic].partitions
     assert len(partitions) == 3
     assert all(len(p.replicas) == 3 and p.leader >= 0 for p in partitions.values())
+    # Not only the broker librdkafka happened to ask: every broker knows it.
+    views = broker_views(kafka_cluster.bootstrap_servers, topic, 10)
+    assert set(views) == {1, 2, 3}
+    assert all(v is not None and len(v) == 3 for v in views.values()), views
 
 
 @pytest.mark.integration
@@ -257,6 +262,8 @@ def test_delete_topic(kafka_cluster: KafkaCluster) -> None:
     name = kafka_cluster.create_topic(f"to-delete-{uuid.uuid4().hex[:6]}", partitions=1)
     kafka_cluster.delete_topic(name)
     assert kafka_cluster.admin().topic_partitions(name, timeout=5) is None
+    views = broker_views(kafka_cluster.bootstrap_servers, name, 10)
+    assert views == {1: None, 2: None, 3: None}
 
 
 # ---------------------------------------------------------------- separate clusters

@@ -14,7 +14,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-__all__ = ["ClusterAdmin", "ConfluentAdmin", "JavaToolAdmin", "TopicError", "make_admin"]
+__all__ = [
+    "ClusterAdmin",
+    "ConfluentAdmin",
+    "JavaToolAdmin",
+    "TopicError",
+    "broker_views",
+    "make_admin",
+]
 
 log = logging.getLogger("grete.testing.admin")
 
@@ -202,25 +209,82 @@ def wait_for_topic(
     timeout: float,
     *,
     exists: bool = True,
+    bootstrap: str | None = None,
 ) -> None:
     """Block until ``name`` exists with every partition led (or, with ``exists=False``,
-    until it is gone). Bounded by ``timeout``."""
+    until it is gone). Bounded by ``timeout``. With ``bootstrap`` (a PLAINTEXT
+    listener), every broker must agree, not only the one the admin asked."""
     deadline = time.monotonic() + timeout
     last: dict[int, int] | None = None
+    lagging: dict[int, dict[int, int] | None] = {}
     while True:
         remaining = max(0.5, deadline - time.monotonic())
         last = admin.topic_partitions(name, timeout=min(5.0, remaining))
-        if exists:
-            if (
-                last
-                and (partitions is None or len(last) >= partitions)
-                and all(leader >= 0 for leader in last.values())
-            ):
+        if _as_wanted(last, partitions, exists):
+            if bootstrap is None:
                 return
-        elif last is None:
-            return
+            # The admin asked one broker; the others apply the same metadata a
+            # little later, and a client that asks one of them next would still
+            # see the old state (a CI failure: the topic fixture "ready", then a
+            # fresh AdminClient saw no partitions).
+            views = broker_views(bootstrap, name, min(5.0, remaining))
+            lagging = {
+                node: view
+                for node, view in views.items()
+                if not _as_wanted(view, partitions, exists)
+            }
+            if views and not lagging:
+                return
         if time.monotonic() >= deadline:
             state = "missing" if last is None else f"partition leaders {last}"
+            if lagging:
+                state += f"; brokers not caught up: {lagging}"
             want = "ready" if exists else "deleted"
             raise TopicError(f"topic {name!r} not {want} after {timeout:.0f}s ({state})")
         time.sleep(0.1)
+
+
+def _as_wanted(view: dict[int, int] | None, partitions: int | None, exists: bool) -> bool:
+    if not exists:
+        return view is None
+    if not view:
+        return False
+    return (partitions is None or len(view) >= partitions) and all(
+        leader >= 0 for leader in view.values()
+    )
+
+
+def broker_views(bootstrap: str, name: str, timeout: float) -> dict[int, dict[int, int] | None]:
+    """What every broker of the cluster says about ``name`` (partition -> leader, or
+    None where it does not know the topic), asked of each broker directly.
+
+    Uses grete's own client: neither librdkafka nor TopicCommand lets one choose the
+    broker a metadata request goes to. Empty when the cluster cannot be reached."""
+    from grete.client import KafkaClient
+    from grete.errors import KafkaError
+    from grete.protocol import messages as m
+
+    body = {"topics": [{"name": name}], "allow_auto_topic_creation": False}
+    ms = max(100.0, timeout * 1000)
+    try:
+        with KafkaClient(
+            bootstrap,
+            client_id="grete-testing",
+            socket_timeout_ms=ms,
+            connect_timeout_ms=ms,
+            allow_auto_create_topics=False,
+        ) as client:
+            network = client.cluster.network
+            pending = {node: network.send(node, m.METADATA, body) for node in client.brokers}
+            network.wait(pending.values(), timeout)
+            return {node: _topic_view(p.result(), name) for node, p in pending.items()}
+    except KafkaError as exc:
+        log.debug("per-broker metadata failed: %s", exc)
+        return {}
+
+
+def _topic_view(body: Mapping[str, Any], name: str) -> dict[int, int] | None:
+    for topic in body["topics"]:
+        if topic["name"] == name and topic["error_code"] == 0:
+            return {p["partition_index"]: p["leader_id"] for p in topic["partitions"]}
+    return None

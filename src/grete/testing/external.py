@@ -102,18 +102,22 @@ class ExternalKafkaCluster:
             name, partitions, rf, {k: str(v) for k, v in (config or {}).items()}, timeout
         )
         if wait:
-            wait_for_topic(self.admin(), name, partitions, timeout)
+            wait_for_topic(
+                self.admin(), name, partitions, timeout, bootstrap=self.bootstrap_servers
+            )
         return name
 
     def delete_topic(self, name: str, *, wait: bool = True, timeout: float = 30.0) -> None:
         self.admin().delete_topic(name, timeout)
         if wait:
-            wait_for_topic(self.admin(), name, None, timeout, exists=False)
+            wait_for_topic(
+                self.admin(), name, None, timeout, exists=False, bootstrap=self.bootstrap_servers
+            )
 
     def wait_for_topic(
         self, name: str, partitions: int | None = None, timeout: float = 30.0
     ) -> None:
-        wait_for_topic(self.admin(), name, partitions, timeout)
+        wait_for_topic(self.admin(), name, partitions, timeout, bootstrap=self.bootstrap_servers)
 
     def broker_ids(self, timeout: float = 5.0) -> set[int] | None:
         return self.admin().broker_ids(timeout)
