@@ -16,8 +16,8 @@ import pytest
 
 from grete.testing import HarnessSetupError, KafkaCluster, ensure_kafka_jars
 from grete.testing import jars as jars_module
-from grete.testing.jars import POM_XML
 from grete.testing.admin import broker_views
+from grete.testing.jars import POM_XML
 
 REPO = Path(__file__).resolve().parents[2]
 
