@@ -199,9 +199,16 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
         stack = "".join(traceback.format_stack(sys._current_frames()[worker.ident]))
         pytest.fail(f"the producing thread is stuck:\n{stack}")
     assert hits[0] > 0
+    # Bounded: a lock leaked by the worker (an RLock: the worker itself never
+    # blocked on it) must fail the test, not hang it (close() would wait on it).
+    lock = p._sender.lock
+    if not lock.acquire(timeout=10):
+        pytest.fail("the sender lock was leaked by an interrupted produce()")
     try:
-        with p._sender.lock:
-            assert all(_aligned(b) for b in _all_batches(p))
+        assert all(_aligned(b) for b in _all_batches(p))
+    finally:
+        lock.release()
+    try:
         assert p.flush(timeout=20) == 0
         m = p.metrics()
         assert m["queued_messages"] == 0 and m["queued_bytes"] == 0
