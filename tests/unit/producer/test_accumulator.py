@@ -244,6 +244,26 @@ def test_stage_placement_closes_batches_by_count_and_bytes() -> None:
     assert all(b.size <= 2 * one + 1 for b in ready)
 
 
+def test_a_second_stage_extends_the_open_keyed_batch_until_it_is_full() -> None:
+    # Stages that fit go in whole (Accumulator._extend's quick path); the one
+    # that fills the batch to max_records closes it (the record-by-record path).
+    acc, stages = _staging_acc(max_records=6, count=1)
+    _stage(acc, [0, 1])
+    assert acc.place_stage() is False
+    _stage(acc, [2, 3, 4])
+    assert acc.place_stage() is False  # 5 records: still open
+    batch = acc.open_batches[0]
+    assert batch.keys == [b"%d" % k for k in range(5)] and list(batch.handles) == [0, 1, 2, 3, 4]
+    assert batch.timestamps == [1000 + k for k in range(5)] and batch.base_timestamp == 1000
+    assert batch.size == sum(record_size(b"%d" % k, b"v", None) for k in range(5))
+    assert _forwarded(stages[1], [2, 3, 4]) == [(0, 2, 2), (0, 3, 3), (0, 4, 4)]
+    _stage(acc, [5, 6])
+    assert acc.place_stage() is True  # the 6th record fills it
+    ready = acc.drain(0.0, force=True)
+    assert [list(b.handles) for b in ready] == [[0, 1, 2, 3, 4, 5], [6]]
+    assert _forwarded(stages[2], [5, 6]) == [(0, 5, 5), (0, 6, 0)]
+
+
 def test_stage_fills_an_open_unkeyed_batch_and_keeps_columns_aligned() -> None:
     acc, stages = _staging_acc(count=1)
     acc.append(0, None, b"first", None, 999, "h", record_size(None, b"first", None), 0.0)
