@@ -279,7 +279,8 @@ class _Sender:
                     engine.fail_all(engine.closing_error)
                     self.driver.abandon_in_flight(engine.closing_error)
                 if engine.idle and (
-                    self.unresolved or (self.reports is None and self.queued_messages)
+                    self.unresolved
+                    or (self.reports is None and (self.queued_messages or self.queued_bytes))
                 ):
                     self._settle_counts()
                 if closing and engine.idle:
@@ -330,9 +331,11 @@ class _Sender:
             if len(self.acc):
                 return
             log.warning(
-                "counts reset: %d message(s) unresolved, %d queued, none in the accumulator",
+                "counts reset: %d message(s) unresolved, %d (%d bytes) queued, "
+                "none in the accumulator",
                 self.unresolved,
                 self.queued_messages,
+                self.queued_bytes,
             )
             self.unresolved = 0
             if self.reports is None:
