@@ -45,10 +45,10 @@ _time_ns = time.time_ns  # ms timestamps as time_ns() // 1e6: 3x cheaper than in
 _monotonic = time.monotonic
 _new_object = object.__new__
 
-# Senders of this process: a child after fork() has their state but not their
-# threads, so they are marked unusable there (checked once per produce()).
 T = TypeVar("T")
 
+# Senders of this process: a child after fork() has their state but not their
+# threads, so they are marked unusable there (checked once per produce()).
 _live_senders: weakref.WeakSet[_Sender] = weakref.WeakSet()
 
 
