@@ -120,6 +120,9 @@ class Network:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        # A wakeup was written since the poller last woke up: no need for another
+        # (see wakeup()).
+        self._wake_pending = False
 
     # -- addresses ---------------------------------------------------------
 
@@ -342,6 +345,11 @@ class Network:
                 ready = self._selector.select(timeout)
             finally:
                 self._selecting = False
+            # Awake: whatever a wakeup() before this point was for is seen by the
+            # caller's next look, so later ones must write again. Cleared whether
+            # or not the pipe is readable, so a flag a wakeup() left set without
+            # writing (interrupted in between) lasts one poll at most.
+            self._wake_pending = False
             for key, mask in ready:
                 conn = key.data
                 if conn is None:
@@ -363,17 +371,26 @@ class Network:
                 conn.check_timeouts(now)
 
     def wakeup(self) -> None:
-        """Make a poll() in progress (in another thread) return now."""
+        """Make a poll() in progress (in another thread) return now, or the next
+        one return at once.
+
+        One byte per wake-up of the poller, not one per call: a producer calling
+        this every few hundred microseconds kept the sender thread reading the
+        pipe a byte at a time, and every read let go of the GIL, which the
+        producer then held for the interpreter's switch interval (5 ms). The
+        sender spent a produce() loop draining wake-ups and sent nothing."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         # A full buffer means it is awake already; a closed one, that we are done.
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
 
     def _drain_wakeups(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+        # One read: bytes left over only make the next select() return at once,
+        # while every read more would let go of the GIL (see wakeup()).
+        with contextlib.suppress(OSError):  # BlockingIOError included
+            self._wake_r.recv(4096)
 
     def _claim(self) -> None:
         """Call just before ``with self.lock``: makes a poll() sitting in

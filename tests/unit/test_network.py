@@ -405,3 +405,83 @@ def test_tls_connection_handshakes_and_polls(tmp_path: Path) -> None:
     finally:
         net.close()
         broker.close()
+
+
+# ---------------------------------------------------------------- wakeup
+
+
+def _pipe_bytes(net: Network) -> int:
+    """Bytes waiting in the wakeup pipe (read off, without a poll)."""
+    try:
+        return len(net._wake_r.recv(4096))
+    except BlockingIOError:
+        return 0
+
+
+def test_wakeups_between_two_polls_write_one_byte() -> None:
+    """A producer calls wakeup() every few hundred microseconds; one byte per
+    wake-up of the poller is enough, and each byte more cost the poller a read
+    that let go of the GIL (it drained wake-ups instead of sending)."""
+    net = _network(_closed_port())
+    try:
+        for _ in range(50):
+            net.wakeup()
+        assert _pipe_bytes(net) == 1
+        net.poll(0.0)  # the poller woke: the next wakeup() writes again
+        net.wakeup()
+        net.wakeup()
+        assert _pipe_bytes(net) == 1
+    finally:
+        net.close()
+
+
+def test_a_wakeup_pending_makes_the_next_poll_return_at_once_and_is_drained() -> None:
+    net = _network(_closed_port())
+    try:
+        for _ in range(3):
+            net.wakeup()
+        started = time.monotonic()
+        net.poll(5.0)
+        assert time.monotonic() - started < 1.0
+        assert _pipe_bytes(net) == 0  # drained by that poll
+        started = time.monotonic()
+        net.poll(0.05)  # nothing pending: sleeps its timeout
+        assert time.monotonic() - started >= 0.04
+    finally:
+        net.close()
+
+
+def test_a_pending_flag_left_without_its_byte_lasts_one_poll() -> None:
+    """wakeup() interrupted between setting its flag and writing: the flag must
+    not silence every later wakeup (the poller would then sleep its whole
+    timeout each time). The next poll clears it."""
+    net = _network(_closed_port())
+    try:
+        net._wake_pending = True  # as an interrupted wakeup() leaves it
+        net.wakeup()
+        assert _pipe_bytes(net) == 0
+        net.poll(0.0)
+        net.wakeup()
+        assert _pipe_bytes(net) == 1
+    finally:
+        net.close()
+
+
+def test_a_wakeup_from_another_thread_ends_a_long_poll() -> None:
+    net = _network(_closed_port())
+    done = threading.Event()
+
+    def poller() -> None:
+        net.poll(10.0)
+        done.set()
+
+    thread = threading.Thread(target=poller, daemon=True)
+    try:
+        thread.start()
+        _wait_until(lambda: net._selecting)
+        net.wakeup()
+        assert done.wait(2.0)
+    finally:
+        net.wakeup()
+        thread.join(5.0)
+        net.close()
