@@ -52,3 +52,22 @@ def test_falls_back_without_c_package(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.undo()
         importlib.reload(crc_module)
+
+
+def test_the_c_checksum_keeps_the_gil() -> None:
+    """The package releases the GIL from 32 KiB unless told not to; the sender
+    thread then waited up to the switch interval (5 ms) to get it back."""
+    if not crc_module.HAVE_C_CRC32C:
+        pytest.skip("the crc32c package is not installed")
+    assert getattr(crc32c, "keywords", None) == {"gil_release_mode": 0}
+    big = bytes(range(256)) * 1024  # past the package's 32 KiB threshold
+    assert crc32c(big) == crc32c_py(big)
+    assert crc32c(big, 12345) == crc32c_py(big, 12345)
+
+
+def test_a_c_function_without_the_keyword_is_used_as_it_is() -> None:
+    def old(data: bytes, value: int = 0) -> int:
+        return crc32c_py(data, value)
+
+    assert crc_module._holding_the_gil(old) is old
+    assert crc_module._holding_the_gil(None) is None

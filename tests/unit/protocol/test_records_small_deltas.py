@@ -1,7 +1,7 @@
 """Same-length records whose timestamps differ by under 64 ms (what the
-background producer builds) take their own encoding path: it must give the
-bytes the record-at-a-time encoder gives, and read back through both our
-decoder and kafka-python's."""
+background producer builds), or by under 8192 ms (a batch spanning longer),
+take their own encoding paths: they must give the bytes the record-at-a-time
+encoder gives, and read back through both our decoder and kafka-python's."""
 
 from __future__ import annotations
 
@@ -19,21 +19,27 @@ BASE = 1_700_000_000_000
 @pytest.mark.parametrize("klen", [None, 0, 16, 300])
 @pytest.mark.parametrize("vlen", [0, 127, 128, 2000])
 @pytest.mark.parametrize("n", [1, 2, 127, 128, 1500])
-@pytest.mark.parametrize("spread", [1, 64, 65, 500])
+@pytest.mark.parametrize("spread", [1, 64, 65, 500, 8192, 8193, 20_000])
+@pytest.mark.parametrize("ordered", [True, False])
 def test_small_delta_path_matches_slow_path(
-    klen: int | None, vlen: int, n: int, spread: int
+    klen: int | None, vlen: int, n: int, spread: int, ordered: bool
 ) -> None:
-    rnd = random.Random(f"{klen}-{vlen}-{n}-{spread}")
+    rnd = random.Random(f"{klen}-{vlen}-{n}-{spread}-{ordered}")
     values = [rnd.randbytes(vlen) for _ in range(n)]
     keys = None if klen is None else [rnd.randbytes(klen) for _ in range(n)]
-    stamps = sorted(BASE + rnd.randrange(spread) for _ in range(n))
-    stamps[0] = BASE
+    stamps = [BASE + rnd.randrange(spread) for _ in range(n)]
+    if ordered:
+        stamps.sort()
+    stamps[0] = BASE  # the base: no delta below 0
     deltas = [t - BASE for t in stamps]
     ts_deltas = deltas if any(deltas) else None
     slow = b"".join(records._encode_records_slow(values, keys, None, ts_deltas, n))
     fast = records._encode_columns(values, keys, None, ts_deltas, n)
-    assert fast is not None
-    assert b"".join(fast) == slow
+    if max(deltas) >= records._M:
+        assert fast is None  # past the tables: the record-at-a-time encoder's
+    else:
+        assert fast is not None
+        assert b"".join(fast) == slow
 
     blob = encode_batch(values, keys, None, stamps, base_timestamp=BASE)
     (batch,) = decode_batches(blob)
@@ -52,3 +58,22 @@ def test_small_delta_pieces_grow_with_the_batch() -> None:
         (batch,) = decode_batches(encode_batch(values[:n], None, None, stamps, base_timestamp=BASE))
         assert [r.timestamp for r in batch.records] == stamps
         assert [r.offset for r in batch.records] == list(range(n))
+
+
+@pytest.mark.parametrize(("spread", "path"), [(64, "narrow"), (500, "wide"), (8192, "wide")])
+def test_deltas_pick_their_uniform_path(
+    monkeypatch: pytest.MonkeyPatch, spread: int, path: str
+) -> None:
+    called: list[str] = []
+    for name, label in (("_encode_uniform_ts", "narrow"), ("_encode_uniform_ts2", "wide")):
+        real = getattr(records, name)
+        monkeypatch.setattr(
+            records, name, lambda *a, _r=real, _l=label: called.append(_l) or _r(*a)
+        )
+    n = 500
+    stamps = [BASE + i * (spread - 1) // (n - 1) for i in range(n)]
+    keys = [b"k%04d" % i for i in range(n)]
+    blob = encode_batch([b"v" * 50] * n, keys, None, stamps, base_timestamp=BASE)
+    assert called == [path]
+    (batch,) = decode_batches(blob)
+    assert [r.timestamp for r in batch.records] == stamps
