@@ -432,12 +432,10 @@ def _encode_columns(
         klen = -2 if keys is None else klens[0]
         if deltas is None and uniform_keys:
             return _encode_uniform(vpieces, kpieces if keys else None, klen, vlens[0], n)
-        if deltas is not None and uniform_keys and dmax < len(_TS_BYTE):
-            return _encode_uniform_ts(vpieces, kpieces if keys else None, klen, vlens[0], deltas, n)
         if deltas is not None and uniform_keys and dmax < len(_TS_WIDE):
-            return _encode_uniform_ts2(
-                vpieces, kpieces if keys else None, klen, vlens[0], deltas, n
-            )
+            wide = dmax >= _TS_NARROW
+            kp = kpieces if keys else None
+            return _encode_uniform_ts(vpieces, kp, klen, vlens[0], deltas, n, wide)
 
     # Fixed one-byte fields not covered by a column: attributes and a zero timestamp
     # delta (unless the timestamp column holds them), a null key length (unless there
@@ -560,9 +558,9 @@ def _encode_uniform(
     return parts
 
 
-# Timestamp deltas 0..63 as zigzag varints: one byte each, the same size as the
-# zero delta, so records with such deltas have the lengths of the uniform case.
-_TS_BYTE: list[bytes] = [bytes((2 * d,)) for d in range(64)]
+# Timestamp deltas below this have one-byte zigzag varints, the size of the zero
+# delta's, so records with such deltas have the lengths of the uniform case.
+_TS_NARROW = 64
 _UNIFORM_TS_CACHE: dict[tuple[int, int], tuple[list[bytes], list[bytes]]] = {}
 
 
@@ -591,40 +589,9 @@ def _uniform_ts_pieces(klen: int, vlen: int, n: int) -> tuple[list[bytes], list[
     return heads, tails
 
 
-def _encode_uniform_ts(
-    values: Sequence[bytes],
-    keys: Sequence[bytes] | None,
-    klen: int,
-    vlen: int,
-    deltas: list[int],
-    n: int,
-) -> list[bytes] | None:
-    """:func:`_encode_uniform` for records whose timestamps differ by less than
-    64 ms (what a producer appending as messages come gives): one more piece
-    per record, instead of the column layout's per-record length arithmetic."""
-    top = _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)]
-    if top >= _L and not _fits(top):
-        return None
-    heads, tails = _uniform_ts_pieces(klen, vlen, n)
-    k = 4 if keys is None else 6
-    stop = k * n
-    parts: list[bytes] = [b""] * (stop + 1)
-    parts[0:stop:k] = heads[:n]
-    parts[1:stop:k] = list(map(_TS_BYTE.__getitem__, deltas))
-    parts[2:stop:k] = tails[:n]
-    if keys is None:
-        parts[3:stop:k] = values
-    else:
-        parts[3:stop:k] = keys
-        parts[4:stop:k] = [_LEN[vlen]] * n
-        parts[5:stop:k] = values
-    parts[stop] = b"\x00"
-    return parts
-
-
 # 1 for the timestamp deltas whose zigzag varint takes two bytes (64..8191 ms),
-# 0 for those of one byte; its length bounds _encode_uniform_ts2.
-_TS_WIDE: list[int] = [0] * 64 + [1] * (8192 - 64)
+# 0 for those of one byte; its length bounds the wide uniform path.
+_TS_WIDE: list[int] = [0] * _TS_NARROW + [1] * (8192 - _TS_NARROW)
 _UNIFORM_TS2_CACHE: dict[tuple[int, int], list[bytes]] = {}
 
 
@@ -654,33 +621,40 @@ def _uniform_ts2_heads(klen: int, vlen: int, n: int) -> list[bytes] | None:
     return heads
 
 
-def _encode_uniform_ts2(
+def _encode_uniform_ts(
     values: Sequence[bytes],
     keys: Sequence[bytes] | None,
     klen: int,
     vlen: int,
     deltas: list[int],
     n: int,
+    wide: bool = False,
 ) -> list[bytes] | None:
-    """:func:`_encode_uniform_ts` for timestamps up to 8191 ms apart: a batch
-    that spans more than 64 ms (a partition's share of a busy producer, a
-    batch held open while its partition has requests in flight). Each
-    record's head is picked by the width of its delta, in C-level passes;
-    the column layout's per-record length arithmetic cost about twice as much."""
-    top = _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] + 1
+    """:func:`_encode_uniform` for records whose timestamps differ by less than
+    64 ms (what a producer appending as messages come gives): one more piece
+    per record, instead of the column layout's per-record length arithmetic.
+
+    ``wide``: up to 8191 ms apart, a batch spanning longer (a partition's share
+    of a busy producer, a batch held open while its partition has requests in
+    flight); each record's head is picked by the width of its delta, in
+    C-level passes. The column layout cost about 1.7 times as much."""
+    top = _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] + wide
     if top >= _L and not _fits(top):
         return None
-    heads = _uniform_ts2_heads(klen, vlen, n)
-    if heads is None:
-        return None
-    _, tails = _uniform_ts_pieces(klen, vlen, n)
+    heads, tails = _uniform_ts_pieces(klen, vlen, n)
+    if wide:
+        both = _uniform_ts2_heads(klen, vlen, n)
+        if both is None:
+            return None
+        picks = map(add, range(0, 2 * n, 2), map(_TS_WIDE.__getitem__, deltas))
+        head_column = list(map(both.__getitem__, picks))
+    else:
+        head_column = heads[:n]
     k = 4 if keys is None else 6
     stop = k * n
     parts: list[bytes] = [b""] * (stop + 1)
-    parts[0:stop:k] = list(
-        map(heads.__getitem__, map(add, range(0, 2 * n, 2), map(_TS_WIDE.__getitem__, deltas)))
-    )
-    parts[1:stop:k] = list(map(_LEN.__getitem__, deltas))
+    parts[0:stop:k] = head_column
+    parts[1:stop:k] = list(map(_LEN.__getitem__, deltas))  # the deltas' zigzag varints
     parts[2:stop:k] = tails[:n]
     if keys is None:
         parts[3:stop:k] = values
