@@ -1073,16 +1073,24 @@ def main() -> None:
                 bench.run(case, "grete-b2000")
         rows: list[Row] = []
         for case in cases.values():
+            # Best of --repeat runs, each to a fresh topic: on a shared machine the
+            # best run is the least disturbed one. Rounds go through every client in
+            # turn (not one client's runs back to back), so a disturbance that lasts
+            # a while (the broker rolling or deleting segments, another process) hits
+            # each client's runs alike. Any failed run fails the row.
+            by_client: dict[str, list[Row]] = {client: [] for client in clients}
+            for _ in range(args.repeat):
+                for client in clients:
+                    by_client[client].append(bench.run(case, client))
             for client in clients:
-                # Best of --repeat runs, each to a fresh topic: on a shared machine the
-                # best run is the least disturbed one. Any failed run fails the row.
-                tries = [bench.run(case, client) for _ in range(args.repeat)]
+                tries = by_client[client]
                 failed = [t for t in tries if t.msgs_s is None]
                 row = failed[0] if failed else max(tries, key=lambda t: t.msgs_s or 0.0)
                 rows.append(row)
                 speed = f"{row.msgs_s:,.0f} msg/s" if row.msgs_s else ""
+                runs = ", ".join(f"{t.msgs_s:,.0f}" for t in tries if t.msgs_s)
                 print(
-                    f"  {case.name:8} {client:15} {speed:>16}  {row.note}",
+                    f"  {case.name:8} {client:15} {speed:>16}  {row.note}  (runs: {runs})",
                     file=sys.stderr,
                     flush=True,
                 )
