@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -337,15 +338,22 @@ def encode_batch(
     compression = CompressionType(compression)
     validate_level(compression, compression_level)
 
-    deltas: list[int] | None = None
+    deltas: Sequence[int] | None = None
     max_timestamp = base_timestamp
     span = (0, 0)
     if timestamps is not None:
-        low, high = min(timestamps), max(timestamps)
-        if low != base_timestamp or high != base_timestamp:
-            deltas = list(map(sub, timestamps, repeat(base_timestamp, n)))
-            max_timestamp = high
-            span = (low - base_timestamp, high - base_timestamp)
+        small = _byte_deltas(timestamps, base_timestamp, n)
+        if small is not None:
+            if small.count(0) != n:
+                deltas = small
+                span = (0, _greatest(small))
+                max_timestamp = base_timestamp + span[1]
+        else:
+            low, high = min(timestamps), max(timestamps)
+            if low != base_timestamp or high != base_timestamp:
+                deltas = list(map(sub, timestamps, repeat(base_timestamp, n)))
+                max_timestamp = high
+                span = (low - base_timestamp, high - base_timestamp)
     # The first key looked at first: a count compares every key with None
     # (rich comparison, not identity), a third of the cost of a keyed batch's checks.
     if keys is not None and keys[0] is None and keys.count(None) == n:
@@ -386,6 +394,33 @@ def encode_batch(
     return b"".join((head, tail, blob))
 
 
+def _byte_deltas(timestamps: Sequence[int], base: int, n: int) -> bytes | None:
+    """The timestamps' deltas from ``base``, one byte each, if all are 0..255 ms
+    (a batch of records appended as they came); else None.
+
+    ``bytes()`` checks the range in C, and what the encoder then asks of the
+    deltas (all zero? the greatest?) are C-level scans of the bytes: ``min()``
+    and ``max()`` over the timestamps compared ints one by one, and the delta
+    list held an int a record (together ~80 ns a record against ~30)."""
+    try:
+        return bytes(map(sub, timestamps, repeat(base, n)))
+    except (ValueError, TypeError):  # out of 0..255, or not ints: the general path
+        return None
+
+
+# _UP_TO[i]: the bytes 0..i, to delete with bytes.translate.
+_UP_TO = [bytes(range(i + 1)) for i in range(256)]
+
+
+def _greatest(deltas: bytes) -> int:
+    """``max(deltas)`` by C-level scans: deltas in order end with the greatest,
+    so deleting the bytes up to the last one leaves nothing (else the few
+    greater ones)."""
+    last = deltas[-1]
+    above = deltas.translate(None, _UP_TO[last])
+    return max(above) if above else last
+
+
 def _lengths(column: Sequence[bytes | None]) -> tuple[list[int], Sequence[bytes]]:
     """Lengths (-1 for None) and the pieces to write (b"" for None) of a column."""
     try:
@@ -400,7 +435,7 @@ def _encode_columns(
     values: Sequence[bytes | None],
     keys: Sequence[bytes | None] | None,
     headers: Sequence[Sequence[tuple[str, bytes | None]] | None] | None,
-    deltas: list[int] | None,
+    deltas: Sequence[int] | None,
     n: int,
     span: tuple[int, int] | None = None,
 ) -> list[bytes] | None:
@@ -626,7 +661,7 @@ def _encode_uniform_ts(
     keys: Sequence[bytes] | None,
     klen: int,
     vlen: int,
-    deltas: list[int],
+    deltas: Sequence[int],
     n: int,
     wide: bool = False,
 ) -> list[bytes] | None:
@@ -646,8 +681,7 @@ def _encode_uniform_ts(
         both = _uniform_ts2_heads(klen, vlen, n)
         if both is None:
             return None
-        picks = map(add, range(0, 2 * n, 2), map(_TS_WIDE.__getitem__, deltas))
-        head_column = list(map(both.__getitem__, picks))
+        head_column = _wide_heads(both, deltas, n)
     else:
         head_column = heads[:n]
     k = 4 if keys is None else 6
@@ -666,11 +700,24 @@ def _encode_uniform_ts(
     return parts
 
 
+def _wide_heads(both: list[bytes], deltas: Sequence[int], n: int) -> list[bytes]:
+    """Each record's head from :func:`_uniform_ts2_heads` (``both``), picked by
+    the width of its timestamp delta. Records appended as they come have
+    non-decreasing deltas, so the one-byte ones come first: two slices, once
+    a split point is checked (~23 ns a record), instead of a pick per record
+    (~90 ns); deltas in any other order are picked one by one."""
+    k = bisect_left(deltas, _TS_NARROW)  # where the split is, if deltas are in order
+    if (k == 0 or max(deltas[:k]) < _TS_NARROW) and (k == n or min(deltas[k:]) >= _TS_NARROW):
+        return both[0 : 2 * k : 2] + both[2 * k + 1 : 2 * n : 2]
+    picks = map(add, range(0, 2 * n, 2), map(_TS_WIDE.__getitem__, deltas))
+    return list(map(both.__getitem__, picks))
+
+
 def _encode_records_slow(
     values: Sequence[bytes | None],
     keys: Sequence[bytes | None] | None,
     headers: Sequence[Sequence[tuple[str, bytes | None]] | None] | None,
-    deltas: list[int] | None,
+    deltas: Sequence[int] | None,
     n: int,
 ) -> list[bytes]:
     """Record-at-a-time encoding for whatever the tables do not cover."""

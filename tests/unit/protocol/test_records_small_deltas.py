@@ -79,3 +79,42 @@ def test_deltas_pick_their_uniform_path(
     assert called == [path]
     (batch,) = decode_batches(blob)
     assert [r.timestamp for r in batch.records] == stamps
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        [0, 1, 63, 64, 65, 8191],  # in order: split after the one-byte deltas
+        [64, 64, 100],  # every delta wide
+        [0, 0, 63],  # none wide
+        [0, 64, 63, 64],  # out of order across the split
+        [0, 70, 1, 2],  # bisect finds a split the rest contradicts
+        [65, 0, 64],
+        [5],
+    ],
+)
+def test_wide_heads_split_or_pick(deltas: list[int]) -> None:
+    n = len(deltas)
+    both = [b"n%d" % (i // 2) if i % 2 == 0 else b"w%d" % (i // 2) for i in range(2 * n + 4)]
+    expected = [(b"w%d" if d >= 64 else b"n%d") % i for i, d in enumerate(deltas)]
+    assert records._wide_heads(both, deltas, n) == expected
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        [0, 0, 0],  # every record at the base: no delta column
+        [0, 3, 3, 200],  # in order, one byte each
+        [0, 255, 7, 1],  # the greatest in the middle
+        [0, 256, 1],  # past a byte: the general path
+        [0, -1, 5],  # before the base: the general path
+        [10, 10],  # none at the base
+    ],
+)
+def test_batch_max_timestamp_whatever_the_deltas(offsets: list[int]) -> None:
+    stamps = [BASE + d for d in offsets]
+    blob = encode_batch([b"v"] * len(stamps), None, None, stamps, base_timestamp=BASE)
+    (batch,) = decode_batches(blob)
+    assert batch.max_timestamp == max(BASE, *stamps)
+    assert [r.timestamp for r in batch.records] == stamps
+    assert [r.timestamp for r in KpBatch(bytearray(blob))] == stamps
