@@ -450,20 +450,24 @@ def _encode_columns(
         if dmin < 0:
             return None
         top = max(top, dmax)
+    # Same-length columns (the usual case) need no max() pass: their first
+    # length is their greatest.
     vlens, vpieces = _lengths(values)
-    top = max(top, max(vlens))
+    uniform_values = vlens.count(vlens[0]) == n
+    top = max(top, vlens[0] if uniform_values else max(vlens))
     klens: list[int] = []
     kpieces: Sequence[bytes] = ()
+    uniform_keys = True
     if keys is not None:
         klens, kpieces = _lengths(keys)
-        top = max(top, max(klens))
+        uniform_keys = klens.count(klens[0]) == n
+        top = max(top, klens[0] if uniform_keys else max(klens))
     if top >= _L or n > _O:
         if top >= _M:
             return None
         _grow(top, n)
 
-    if headers is None and vlens.count(vlens[0]) == n:
-        uniform_keys = keys is None or klens.count(klens[0]) == n
+    if headers is None and uniform_values:
         klen = -2 if keys is None else klens[0]
         if deltas is None and uniform_keys:
             return _encode_uniform(vpieces, kpieces if keys else None, klen, vlens[0], n)
