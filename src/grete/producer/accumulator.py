@@ -121,16 +121,54 @@ class Accumulator:
         # a stage that cannot be placed stays whole, for take_all() to fail it.
         ids, count = self._key_placer(keys)
         groups = [(pid, [take(column) for column in columns]) for pid, take in grouped(ids, count)]
+        # Then the records move, batch by batch. An exception on the way (a
+        # KeyboardInterrupt in the thread calling produce(), between any two
+        # calls) before the stage points at where they went puts everything
+        # back: else the records not yet moved were dropped with the stage,
+        # and their futures never resolved.
+        open_batches = self.open_batches
+        before = [
+            (pid, batch, len(batch.values), batch.size)
+            for pid, _ in groups
+            if (batch := open_batches.get(pid)) is not None
+        ]
+        ready = len(self._ready)
         self.stage = None
         closed = False
         segments: dict[int, tuple[list[int], list[tuple[ProducerBatch, int]]]] = {}
-        for pid, group in groups:
-            closed = self._extend(stage, pid, group, segments.setdefault(pid, ([], []))) or closed
-        stage.relocate(StageForward(ids, segments))
+        try:
+            for pid, group in groups:
+                runs = segments.setdefault(pid, ([], []))
+                closed = self._extend(stage, pid, group, runs) or closed
+            stage.relocate(StageForward(ids, segments))
+        except BaseException:
+            if stage.forward is None:  # relocated: the records are placed
+                self._unplace(stage, groups, before, ready)
+            raise
         # Only rebound, never emptied in place: a reader that took a column
         # before the forward was set still reads it whole (see DeliveryFuture).
         stage.values, stage.keys, stage.timestamps = [], None, None
         return closed
+
+    def _unplace(
+        self,
+        stage: ProducerBatch,
+        groups: list[tuple[int, list[Any]]],
+        before: list[tuple[int, ProducerBatch, int, int]],
+        ready: int,
+    ) -> None:
+        """Undo a placement cut short (see place_stage): the batches open
+        before it cut back to their records and size, the ones it opened
+        dropped, and the stage, untouched, the stage again."""
+        for _, batch, n, size in before:
+            batch.truncate(n)
+            batch.size = size
+        del self._ready[ready:]  # only this placement closed batches since
+        for pid, _ in groups:
+            self.open_batches.pop(pid, None)
+        for pid, batch, _, _ in before:
+            self.open_batches[pid] = batch
+        self.stage = stage
 
     def _extend(
         self,

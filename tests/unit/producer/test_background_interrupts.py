@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from grete.cluster import Cluster
-from grete.producer import BackgroundProducer, ProducerQueueFullError
+from grete.producer import BackgroundProducer, ProducerQueueFullError, accumulator
 from grete.producer.accumulator import Accumulator
 from grete.producer.batch import ProducerBatch
 
@@ -116,6 +116,60 @@ def test_accumulator_opens_no_empty_batch_when_the_first_append_is_interrupted(
     assert acc.open_batches == {} and len(acc) == 0
 
 
+@pytest.mark.parametrize("where", ["first group", "second group", "the forward"])
+def test_interrupted_stage_placement_puts_every_record_back(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A KeyboardInterrupt while produce() places the keyed stage, after some
+    partitions' records moved and before the stage points at them, puts
+    everything back: no record lost (their futures never resolved) nor placed
+    twice, and the next placement moves them all."""
+    p = _producer(cluster, batch_size=100)  # batches fill and close on the way
+    calls = [0]
+
+    def interrupt_at(n: int, real: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == n:
+                raise KeyboardInterrupt
+            return real(*args)
+
+        return wrapper
+
+    try:
+        futures = [p.produce(b"early-%d" % i, partition_key=b"%d" % i) for i in range(40)]
+        with p._sender.lock:
+            p._acc.place_stage()  # some batches open before the interrupted placement
+        if where == "the forward":
+            real = accumulator.StageForward
+            monkeypatch.setattr(accumulator, "StageForward", interrupt_at(1, real))
+        else:
+            n = 1 if where == "first group" else 2
+            monkeypatch.setattr(Accumulator, "_extend", interrupt_at(n, Accumulator._extend))
+        values = [b"value-%05d" % i for i in range(1100)]
+        interrupted = []
+        for i, value in enumerate(values):
+            try:
+                futures.append(p.produce(value, partition_key=b"key-%05d" % i))
+            except KeyboardInterrupt:
+                interrupted.append(i)  # queued all the same: it was staged first
+        assert len(interrupted) == 1
+        with p._sender.lock:
+            p._acc.place_stage()
+            batches = _all_batches(p)
+            assert all(_aligned(b) for b in batches)
+            placed = sorted(v for b in batches for v in b.values)
+            # Every future's record is in a batch that will be sent (or failed).
+            homes = {id(b) for b in batches}
+            assert all(id(f._where()[0]) in homes for f in futures)
+        expected = [b"early-%d" % i for i in range(40)] + values
+        assert placed == sorted(expected)  # each record once
+        produced = expected[:40] + [v for i, v in enumerate(values) if i not in interrupted]
+        assert [f.value for f in futures] == produced
+    finally:
+        p.close(0.1)
+
+
 def test_counts_left_by_an_interrupted_produce_are_settled(cluster: Cluster) -> None:
     """An interrupt after produce() counted its message and before it queued
     it leaves the counts high; once nothing is queued or in flight, the sender
@@ -179,6 +233,7 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
     stop = threading.Event()
     hits = [0]
     value = b"x" * 100
+    kept: list[Any] = []
 
     def produce_loop() -> None:
         # Two levels of handlers: an interrupt landing in the inner handler or
@@ -190,7 +245,9 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
                         if stop.is_set():
                             return
                         for i in range(100):
-                            p.produce(value, partition_key=b"k%d" % i if keyed else None)
+                            f = p.produce(value, partition_key=b"k%d" % i if keyed else None)
+                            if i % 10 == 0:
+                                kept.append(f)  # a sample, to check each resolves
                     except KeyboardInterrupt:
                         hits[0] += 1
                     except ProducerQueueFullError:
@@ -233,5 +290,8 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
         assert p.flush(timeout=20) == 0
         m = p.metrics()
         assert m["queued_messages"] == 0 and m["queued_bytes"] == 0
+        # Every future resolved (the broker is a closed port: each by its
+        # delivery timeout); one lost with its record never would.
+        assert kept and all(f.done() for f in kept)
     finally:
         p.close(0.1)
