@@ -133,10 +133,10 @@ class Accumulator:
             if (batch := open_batches.get(pid)) is not None
         ]
         ready = len(self._ready)
-        self.stage = None
         closed = False
         segments: dict[int, tuple[list[int], list[tuple[ProducerBatch, int]]]] = {}
         try:
+            self.stage = None  # in the try: Python 3.10 may interrupt any line
             for pid, group in groups:
                 runs = segments.setdefault(pid, ([], []))
                 closed = self._extend(stage, pid, group, runs) or closed
