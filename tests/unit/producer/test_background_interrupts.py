@@ -213,8 +213,10 @@ def test_bytes_left_counted_with_no_message_queued_are_settled(cluster: Cluster)
         p.close(0.1)
 
 
-def _set_async_exc(thread_id: int, exc: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in the thread at its next check (None: clear one pending)."""
+    arg = None if exc is None else ctypes.py_object(exc)  # None: NULL, which clears
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), arg)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -222,7 +224,8 @@ def _set_async_exc(thread_id: int, exc: type[BaseException]) -> None:
 def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keyed: bool) -> None:
     """KeyboardInterrupts raised at random moments in a thread that produces
     (PyThreadState_SetAsyncExc: where a Ctrl-C lands in the main thread):
-    afterwards every batch's columns are aligned and flush() returns."""
+    afterwards every batch's columns are aligned, flush() returns and every
+    future resolves."""
     p = _producer(
         cluster,
         linger_ms=5,
@@ -233,7 +236,9 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
     stop = threading.Event()
     hits = [0]
     value = b"x" * 100
-    kept: list[Any] = []
+    kept: list[Any] = [None] * 400_000
+    kept_n = [0]
+    started = [False]
 
     def produce_loop() -> None:
         # Two levels of handlers: an interrupt landing in the inner handler or
@@ -244,10 +249,13 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
                     try:
                         if stop.is_set():
                             return
+                        started[0] = True  # a store: no lock an interrupt could leak
                         for i in range(100):
-                            f = p.produce(value, partition_key=b"k%d" % i if keyed else None)
-                            if i % 10 == 0:
-                                kept.append(f)  # a sample, to check each resolves
+                            # The last 400,000 futures kept, to check each resolves.
+                            kept[kept_n[0] % 400_000] = p.produce(
+                                value, partition_key=b"k%d" % i if keyed else None
+                            )
+                            kept_n[0] += 1
                     except KeyboardInterrupt:
                         hits[0] += 1
                     except ProducerQueueFullError:
@@ -261,6 +269,12 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
     # worker thread, where an interrupt aimed at produce() would land in them.
     gc.disable()
     worker.start()
+    # Interrupts only once it is in its handlers: one landing while the thread
+    # starts up would end it there.
+    deadline = time.monotonic() + 10
+    while not started[0] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert started[0]
     try:
         for _ in range(effort(2000, 300)):
             time.sleep(rng.uniform(0.0002, 0.002))
@@ -269,6 +283,10 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
             assert worker.ident is not None
             _set_async_exc(worker.ident, KeyboardInterrupt)
     finally:
+        # An interrupt still pending (set while the worker waited for the GIL)
+        # would land wherever it runs next, maybe past its handlers: cleared.
+        if worker.ident is not None and worker.is_alive():
+            _set_async_exc(worker.ident, None)
         stop.set()
         worker.join(10)
         gc.enable()
@@ -292,6 +310,7 @@ def test_asynchronous_interrupts_leave_the_producer_whole(cluster: Cluster, keye
         assert m["queued_messages"] == 0 and m["queued_bytes"] == 0
         # Every future resolved (the broker is a closed port: each by its
         # delivery timeout); one lost with its record never would.
-        assert kept and all(f.done() for f in kept)
+        sample = [f for f in kept if f is not None]
+        assert sample and all(f.done() for f in sample)
     finally:
         p.close(0.1)
