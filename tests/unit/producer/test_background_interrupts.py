@@ -136,10 +136,13 @@ def test_interrupted_stage_placement_puts_every_record_back(
 
         return wrapper
 
+    # The sender lock held throughout (an RLock: produce() takes it again):
+    # the sender drains no batch meanwhile, so every batch is where we look.
+    lock = p._sender.lock
+    lock.acquire()
     try:
         futures = [p.produce(b"early-%d" % i, partition_key=b"%d" % i) for i in range(40)]
-        with p._sender.lock:
-            p._acc.place_stage()  # some batches open before the interrupted placement
+        p._acc.place_stage()  # some batches open before the interrupted placement
         if where == "the forward":
             real = accumulator.StageForward
             monkeypatch.setattr(accumulator, "StageForward", interrupt_at(1, real))
@@ -154,19 +157,19 @@ def test_interrupted_stage_placement_puts_every_record_back(
             except KeyboardInterrupt:
                 interrupted.append(i)  # queued all the same: it was staged first
         assert len(interrupted) == 1
-        with p._sender.lock:
-            p._acc.place_stage()
-            batches = _all_batches(p)
-            assert all(_aligned(b) for b in batches)
-            placed = sorted(v for b in batches for v in b.values)
-            # Every future's record is in a batch that will be sent (or failed).
-            homes = {id(b) for b in batches}
-            assert all(id(f._where()[0]) in homes for f in futures)
+        p._acc.place_stage()
+        batches = _all_batches(p)
+        assert all(_aligned(b) for b in batches)
+        placed = sorted(v for b in batches for v in b.values)
+        # Every future's record is in a batch that will be sent (or failed).
+        homes = {id(b) for b in batches}
+        assert all(id(f._where()[0]) in homes for f in futures)
         expected = [b"early-%d" % i for i in range(40)] + values
         assert placed == sorted(expected)  # each record once
         produced = expected[:40] + [v for i, v in enumerate(values) if i not in interrupted]
         assert [f.value for f in futures] == produced
     finally:
+        lock.release()
         p.close(0.1)
 
 
