@@ -22,7 +22,7 @@ from grete.cluster import Cluster, Partition, Topic
 from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError, MessageSizeTooLarge
 from grete.partitioners import DefaultPartitioner, StickyPartitioner, java_key_hash
 from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, KeyPlacer, record_size
-from grete.producer.batch import Forward, ProducerBatch, move_watchers
+from grete.producer.batch import Forward, ProducerBatch, add_watcher, move_watchers
 from grete.producer.driver import Driver
 from grete.producer.engine import ProduceEngine
 from grete.producer.errors import (
@@ -197,16 +197,10 @@ class DeliveryFuture:
         fn(self)
 
 
-def _watch(batch: ProducerBatch, future: DeliveryFuture) -> None:
-    """List ``future`` among the futures ``batch`` visits when done. Only ever
-    under the sender's ``done_cond``: produce() (under the producer's lock) and
-    add_done_callback() (not under it) may list futures of one batch at once,
-    and the list is created on first use."""
-    watchers = batch.watchers
-    if watchers is None:
-        batch.watchers = [future]
-    else:
-        watchers.append(future)
+# List a future among those its batch visits when done. Only ever under the
+# sender's ``done_cond``: produce() (under the producer's lock) and
+# add_done_callback() (not under it) may list futures of one batch at once.
+_watch = add_watcher
 
 
 def _run_callback(fn: Callback, future: DeliveryFuture) -> None:

@@ -249,36 +249,35 @@ def move_watchers(batch: ProducerBatch, forward: Forward) -> None:
     at = 0
     try:
         for at, w in enumerate(watchers):  # noqa: B007 (read if cut short)
-            new, index = forward(w._index)
-            # Batch and index together: no thread switch falls between two stores
-            # (CPython switches at calls and backward jumps only).
-            w._batch, w._index = new, index
-            if new.watchers is None:
-                new.watchers = [w]
-            else:
-                new.watchers.append(w)
+            _move_watcher(w, forward)
     except BaseException:
         # Cut short (a KeyboardInterrupt in the thread placing a stage): the
         # rest move all the same, else their callbacks and delivery reports
         # were lost. The one being moved may be half moved.
         w = watchers[at]
         if w._batch is batch:
-            _watch_at(w, forward)
+            _move_watcher(w, forward)
         elif not any(x is w for x in w._batch.watchers or ()):
-            _add_watcher(w._batch, w)
+            add_watcher(w._batch, w)
         for w in watchers[at + 1 :]:
-            _watch_at(w, forward)
+            _move_watcher(w, forward)
         raise
 
 
-def _watch_at(w: Any, forward: Forward) -> None:
-    """Move one watcher of a relocated batch to where its record went."""
+def _move_watcher(w: Any, forward: Forward) -> None:
+    """Re-point one watcher of a relocated batch where its record went."""
     new, index = forward(w._index)
+    # Batch and index together: no thread switch falls between two stores
+    # (CPython switches at calls and backward jumps only).
     w._batch, w._index = new, index
-    _add_watcher(new, w)
+    add_watcher(new, w)
 
 
-def _add_watcher(batch: ProducerBatch, w: Any) -> None:
+def add_watcher(batch: ProducerBatch, w: Any) -> None:
+    """List ``w`` among the watchers ``batch`` visits when done. The list is
+    created on first use, so two threads listing the first watchers of one
+    batch at once would lose one: the background producer calls this only
+    under its sender's ``done_cond``."""
     if batch.watchers is None:
         batch.watchers = [w]
     else:

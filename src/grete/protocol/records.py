@@ -440,7 +440,8 @@ def _encode_columns(
     span: tuple[int, int] | None = None,
 ) -> list[bytes] | None:
     """The records as pieces to join, built column by column; None if out of
-    table range. ``span``: the least and greatest of ``deltas``, if known."""
+    table range. ``span``: a lower bound of ``deltas`` (their least, or 0 when
+    they are known not negative) and their greatest, if known."""
     if n > _M:
         return None
     top = n
