@@ -197,12 +197,14 @@ class Accumulator:
             and (batch is None or batch.keys is not None)
         ):
             if batch is None:
-                batch = self.open_batches[pid] = ProducerBatch(
-                    self.topic, pid, stage.created, self.owner, self.handles
-                )
+                batch = self.open_batches[pid] = self._open(pid, stage.created)
                 batch.keys = []
             if not had:
                 batch.base_timestamp = timestamps[0]
+            # Encoded here, where the records are still in this thread's
+            # cache, before they join the batch: an interrupt in between
+            # leaves a run that ends before them, which is never used.
+            batch.add_run(values, keys, timestamps, had)
             batch.values += values
             batch.keys += keys
             batch.timestamps += timestamps
@@ -221,9 +223,7 @@ class Accumulator:
         while start < n:
             batch = self.open_batches.get(pid)
             if batch is None:
-                batch = self.open_batches[pid] = ProducerBatch(
-                    self.topic, pid, stage.created, self.owner, self.handles
-                )
+                batch = self.open_batches[pid] = self._open(pid, stage.created)
                 batch.keys = []
             elif batch.keys is None:
                 batch.keys = [None] * len(batch.values)
@@ -235,6 +235,7 @@ class Accumulator:
             if end > start:
                 if not had:
                     batch.base_timestamp = timestamps[start]
+                batch.add_run(values[start:end], keys[start:end], timestamps[start:end], had)
                 batch.values += values[start:end]
                 batch.keys += keys[start:end]
                 batch.timestamps += timestamps[start:end]
@@ -270,7 +271,7 @@ class Accumulator:
             closed = True
             batch = None
         if batch is None:
-            batch = ProducerBatch(self.topic, partition, now, self.owner, self.handles)
+            batch = self._open(partition, now)
             if self.int_handles:
                 batch.handles = array("q")
             # Opened only once it holds the record: an exception in between
@@ -284,6 +285,10 @@ class Accumulator:
             self.close(partition, batch)
             closed = True
         return closed
+
+    def _open(self, partition: int, now: float) -> ProducerBatch:
+        """A new batch for ``partition`` (not listed as open yet)."""
+        return ProducerBatch(self.topic, partition, now, self.owner, self.handles)
 
     def close(self, partition: int, batch: ProducerBatch) -> None:
         """``batch``, open for ``partition``, is full: ready to send."""

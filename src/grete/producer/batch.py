@@ -15,7 +15,7 @@ from typing import Any
 
 from grete.producer.message import Headers
 from grete.protocol.compression import CompressionType
-from grete.protocol.records import encode_batch
+from grete.protocol.records import encode_batch, encode_record_run, frame_record_runs
 
 #: Where a record of a batch that was split or placed lives now: index in
 #: the old batch -> (new batch, index there). See :meth:`ProducerBatch.relocate`.
@@ -49,6 +49,7 @@ class ProducerBatch:
         "owner",
         "partition",
         "retry_at",
+        "runs",
         "size",
         "timestamps",
         "topic",
@@ -100,6 +101,11 @@ class ProducerBatch:
         self.order: tuple[int, ...] = ()
         self._encoded: bytes | None = None
         self._encoded_for: tuple[int, int, int, int, int | None] | None = None
+        # Its first records encoded already, as runs (see add_run): (how many,
+        # their greatest timestamp delta, the runs). One attribute, replaced
+        # whole, so an interrupt never leaves a count that disagrees with
+        # the runs. None: none yet.
+        self.runs: tuple[int, int, list[bytes]] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -148,6 +154,33 @@ class ProducerBatch:
         for column in (self.values, self.timestamps, self.keys, self.headers, self.handles):
             if column is not None and type(column) is not range:  # a range is never appended to
                 del column[n:]
+        if self.runs is not None and self.runs[0] > n:
+            self.runs = None  # they encode records that are gone
+
+    def add_run(
+        self,
+        values: list[bytes],
+        keys: list[bytes | None] | None,
+        timestamps: list[int],
+        first: int,
+    ) -> None:
+        """Encode records ``first ..`` (their columns given: the records just
+        appended) as a run, when the runs so far end at ``first``
+        (``records.encode_record_run``): the sender then only frames them.
+        Records that do not fit a run are left for :meth:`encode`."""
+        runs = self.runs
+        if (0 if runs is None else runs[0]) != first or self.headers is not None:
+            return
+        run = encode_record_run(
+            values, keys, timestamps, base_timestamp=self.base_timestamp, first=first
+        )
+        if run is None:
+            return
+        piece, greatest = run
+        if runs is None:
+            self.runs = (first + len(values), greatest, [piece])
+        else:
+            self.runs = (first + len(values), max(greatest, runs[1]), [*runs[2], piece])
 
     def add_key(self, key: bytes | None) -> None:
         """The key of the record just appended to ``values`` by a front end's
@@ -182,26 +215,75 @@ class ProducerBatch:
         seq = -1 if self.base_sequence is None else self.base_sequence
         identity = (producer_id, producer_epoch, seq, int(compression), level)
         if self._encoded is None or self._encoded_for != identity:
-            self._encoded = encode_batch(
-                self.values,
-                self.keys,
-                self.headers,
-                self.timestamps,
-                base_timestamp=self.base_timestamp,
-                compression=compression,
-                compression_level=level,
-                producer_id=producer_id,
-                producer_epoch=producer_epoch,
-                base_sequence=seq,
+            encoded = self._encode_runs(compression, level, producer_id, producer_epoch, seq)
+            self._encoded = (
+                encoded
+                if encoded is not None
+                else encode_batch(
+                    self.values,
+                    self.keys,
+                    self.headers,
+                    self.timestamps,
+                    base_timestamp=self.base_timestamp,
+                    compression=compression,
+                    compression_level=level,
+                    producer_id=producer_id,
+                    producer_epoch=producer_epoch,
+                    base_sequence=seq,
+                )
             )
             self._encoded_for = identity
         return self._encoded
 
+    def _encode_runs(
+        self,
+        compression: CompressionType,
+        level: int | None,
+        producer_id: int,
+        producer_epoch: int,
+        seq: int,
+    ) -> bytes | None:
+        """The batch framed from its runs and the rest as one more run; None
+        when it has none, or the rest does not fit one."""
+        runs = self.runs
+        if runs is None or self.headers is not None or self.timestamps is None:
+            return None
+        count, greatest, pieces = runs
+        n = len(self.values)
+        if count > n:  # records cut without truncate(): never trust the runs
+            return None
+        if count < n:
+            keys = self.keys
+            rest = encode_record_run(
+                self.values[count:],  # type: ignore[arg-type]
+                None if keys is None else keys[count:],
+                self.timestamps[count:],
+                base_timestamp=self.base_timestamp,
+                first=count,
+            )
+            if rest is None:
+                return None
+            pieces = [*pieces, rest[0]]
+            greatest = max(greatest, rest[1])
+        return frame_record_runs(
+            pieces,
+            n,
+            base_timestamp=self.base_timestamp,
+            greatest_delta=greatest,
+            compression=compression,
+            compression_level=level,
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            base_sequence=seq,
+        )
+
     def release_encoding(self) -> None:
         """Drop the encoded bytes (once framed into a request, or done): a
-        retry encodes the same records again."""
+        retry encodes the same records again (from the columns: the runs go
+        too, else every batch in flight kept two copies of its records)."""
         self._encoded = None
         self._encoded_for = None
+        self.runs = None
 
     def split(self) -> tuple[ProducerBatch, ProducerBatch]:
         """Two halves, in order, for a batch the broker found too large."""

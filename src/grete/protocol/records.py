@@ -50,6 +50,8 @@ __all__ = [
     "RecordBatch",
     "decode_batches",
     "encode_batch",
+    "encode_record_run",
+    "frame_record_runs",
     "record_size",
 ]
 
@@ -371,6 +373,37 @@ def encode_batch(
             f"record keys, values and header values must be bytes or None ({exc})"
         ) from None
 
+    return _frame(
+        blob,
+        n,
+        base_timestamp,
+        max_timestamp,
+        compression,
+        compression_level,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        is_transactional,
+        partition_leader_epoch,
+        base_offset,
+    )
+
+
+def _frame(
+    blob: bytes,
+    n: int,
+    base_timestamp: int,
+    max_timestamp: int,
+    compression: CompressionType,
+    compression_level: int | None,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    is_transactional: bool = False,
+    partition_leader_epoch: int = -1,
+    base_offset: int = 0,
+) -> bytes:
+    """The batch around ``blob``, its ``n`` records' section (compressed here)."""
     if compression is not CompressionType.NONE:
         blob = compress(compression, blob, compression_level)
     attributes = compression | (_ATTR_TRANSACTIONAL if is_transactional else 0)
@@ -392,6 +425,106 @@ def encode_batch(
     except struct.error as exc:
         raise ConfigurationError(f"batch header field out of range: {exc}") from None
     return b"".join((head, tail, blob))
+
+
+# --- runs: a batch's records encoded a part at a time ---------------------------------
+
+
+def encode_record_run(
+    values: Sequence[bytes],
+    keys: Sequence[bytes | None] | None,
+    timestamps: Sequence[int],
+    *,
+    base_timestamp: int,
+    first: int,
+) -> tuple[bytes, int] | None:
+    """Records ``first .. first + n - 1`` of a batch (``n = len(values)``,
+    ``base_timestamp`` the batch's), encoded as one *run*, with their greatest
+    timestamp delta; None unless they fit the uniform paths: bytes values of
+    one length, keys all None or bytes of one length, no headers, timestamps
+    0..255 ms after ``base_timestamp``. The caller then encodes the batch
+    whole (:func:`encode_batch`), which takes any record.
+
+    A front end encodes runs while the records are fresh in its thread's
+    cache, instead of the sender thread encoding the batch from another core
+    (measured ~1.6x slower there). A record's bytes depend only on its own
+    fields, its offset delta and its timestamp delta, so a run stays valid
+    as later records are added, whatever they hold.
+
+    A run holds its records shifted by one byte: it starts with the previous
+    record's header count (nothing before a batch's first record) and leaves
+    out its last record's, as the column layout does. Runs joined in order
+    and followed by one zero byte are the records section: see
+    :func:`frame_record_runs`.
+    """
+    n = len(values)
+    end = first + n
+    if n == 0 or end > _M:
+        return None
+    small = _byte_deltas(timestamps, base_timestamp, n)
+    if small is None:
+        return None
+    try:
+        vlen = len(values[0])
+        if list(map(len, values)).count(vlen) != n:
+            return None
+        klen = -2
+        if keys is not None and not (keys[0] is None and keys.count(None) == n):
+            klen = len(keys[0])  # type: ignore[arg-type]
+            if list(map(len, keys)).count(klen) != n:  # type: ignore[arg-type]
+                return None
+    except TypeError:  # a None among values or keys: not uniform
+        return None
+    dmax = _greatest(small)
+    top = max(vlen, klen, dmax, end)
+    if top >= _L or end > _O:
+        if top >= _M:
+            return None
+        _grow(top, end)
+    parts = _encode_uniform_ts(
+        values,
+        None if klen == -2 else keys,  # type: ignore[arg-type]
+        klen,
+        vlen,
+        small,
+        n,
+        dmax >= _TS_NARROW,
+        first,
+    )
+    if parts is None:
+        return None
+    parts.pop()  # the last record's header count: the next run's first byte
+    return b"".join(parts), dmax
+
+
+def frame_record_runs(
+    runs: Sequence[bytes],
+    n: int,
+    *,
+    base_timestamp: int,
+    greatest_delta: int,
+    compression: CompressionType = CompressionType.NONE,
+    compression_level: int | None = None,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    """A record batch from its ``n`` records encoded as runs
+    (:func:`encode_record_run`, in order from the first record, together
+    covering all ``n``; ``greatest_delta`` the greatest of their deltas):
+    the same bytes :func:`encode_batch` makes of those records."""
+    validate_level(compression, compression_level)
+    return _frame(
+        b"".join((*runs, b"\x00")),
+        n,
+        base_timestamp,
+        base_timestamp + greatest_delta,
+        compression,
+        compression_level,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+    )
 
 
 def _byte_deltas(timestamps: Sequence[int], base: int, n: int) -> bytes | None:
@@ -669,6 +802,7 @@ def _encode_uniform_ts(
     deltas: Sequence[int],
     n: int,
     wide: bool = False,
+    first: int = 0,
 ) -> list[bytes] | None:
     """:func:`_encode_uniform` for records whose timestamps differ by less than
     64 ms (what a producer appending as messages come gives): one more piece
@@ -677,24 +811,28 @@ def _encode_uniform_ts(
     ``wide``: up to 8191 ms apart, a batch spanning longer (a partition's share
     of a busy producer, a batch held open while its partition has requests in
     flight); each record's head is picked by the width of its delta, in
-    C-level passes. The column layout cost about 1.7 times as much."""
-    top = _FIXED[4][n - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] + wide
+    C-level passes. The column layout cost about 1.7 times as much.
+
+    ``first``: the offset delta of the first record (a run's, see
+    :func:`encode_record_run`); the tables cover ``first + n`` offsets."""
+    end = first + n
+    top = _FIXED[4][end - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] + wide
     if top >= _L and not _fits(top):
         return None
-    heads, tails = _uniform_ts_pieces(klen, vlen, n)
+    heads, tails = _uniform_ts_pieces(klen, vlen, end)
     if wide:
-        both = _uniform_ts2_heads(klen, vlen, n)
+        both = _uniform_ts2_heads(klen, vlen, end)
         if both is None:
             return None
-        head_column = _wide_heads(both, deltas, n)
+        head_column = _wide_heads(both[2 * first : 2 * end] if first else both, deltas, n)
     else:
-        head_column = heads[:n]
+        head_column = heads[first:end]
     k = 4 if keys is None else 6
     stop = k * n
     parts: list[bytes] = [b""] * (stop + 1)
     parts[0:stop:k] = head_column
     parts[1:stop:k] = list(map(_LEN.__getitem__, deltas))  # the deltas' zigzag varints
-    parts[2:stop:k] = tails[:n]
+    parts[2:stop:k] = tails[first:end]
     if keys is None:
         parts[3:stop:k] = values
     else:

@@ -7,6 +7,7 @@ import pytest
 from grete.producer.accumulator import RECORD_OVERHEAD, Accumulator, record_size
 from grete.producer.batch import ProducerBatch
 from grete.producer.grouping import packed_ids
+from grete.protocol.compression import CompressionType
 
 
 def _acc(
@@ -328,3 +329,21 @@ def test_a_stage_that_cannot_be_placed_stays_whole_for_take_all() -> None:
     assert acc.stage is stage and stage is not None and list(stage.handles) == [1, 2, 3]
     assert acc.take_all() == [stage]  # failed whole, not lost
     assert acc.stage is None and len(acc) == 0
+
+
+def test_placed_stage_records_are_encoded_as_runs_where_they_land() -> None:
+    # The thread placing the stage encodes each partition's share as a run
+    # (Accumulator._extend, quick path and record-by-record path alike): the
+    # sender only frames them, into the bytes the columns make.
+    acc, _ = _staging_acc(max_records=25, count=3)
+    for _ in range(3):
+        _stage(acc, list(range(10, 40)))
+        acc.place_stage()
+    batches = acc.drain(0.0, force=True)
+    assert sum(len(b) for b in batches) == 90 and len(batches) > 3  # some closed full
+    for batch in batches:
+        assert batch.runs is not None and batch.runs[0] == len(batch)
+        from_runs = batch.encode(CompressionType.NONE, None)
+        batch.release_encoding()
+        assert batch.runs is None
+        assert batch.encode(CompressionType.NONE, None) == from_runs
