@@ -411,7 +411,9 @@ class BackgroundProducer:
     :param batch_size: the most messages per batch; ``max_batch_bytes`` the most bytes.
     :param max_queued_messages: bound on messages not yet reported
         (acknowledged, failed, or, with ``delivery_reports``, read)...
-    :param max_buffer_bytes: ...and on their bytes.
+    :param max_buffer_bytes: ...and on their bytes (records' encoded sizes:
+        the memory they take is more, by Python's per-object overhead and,
+        for keyed records until their batch is sent, an encoded copy).
     :param block_on_queue_full: block ``produce()`` up to ``queue_full_timeout_ms``
         when the bound is reached (then raise), or raise at once.
     :param delivery_timeout_ms: the most time from ``produce()`` to a report.
@@ -659,16 +661,15 @@ class BackgroundProducer:
                     lock = sender.lock
                     try:
                         lock.acquire()
-                        if self._topic.partitions:
-                            stage = acc.stage
-                            if stage is None:
-                                stage = acc.new_stage(_monotonic())
-                                # Placed within linger_ms: the sender may sleep longer.
-                                wake = True
-                        else:
-                            stage = None  # no partitions known: the full path decides
+                        stage = acc.stage
+                        if stage is None and self._topic.partitions:
+                            # (A stage open already can be placed: the key placer
+                            # keeps the last partition count it saw.)
+                            stage = acc.new_stage(_monotonic())
+                            # Placed within linger_ms: the sender may sleep longer.
+                            wake = True
                         if (
-                            stage is None
+                            stage is None  # no partitions known: the full path decides
                             or sender.queued_messages >= self._max_queued_messages
                             or sender.queued_bytes + size > self._max_buffer_bytes
                             or sender.refusal is not None
