@@ -22,6 +22,8 @@ from grete.cluster import Cluster
 from grete.producer import BackgroundProducer, ProducerQueueFullError, accumulator
 from grete.producer.accumulator import Accumulator
 from grete.producer.batch import ProducerBatch
+from grete.protocol.compression import CompressionType
+from grete.protocol.records import encode_batch
 
 from .._effort import effort
 
@@ -51,6 +53,19 @@ def _aligned(batch: ProducerBatch) -> bool:
         and (batch.keys is None or len(batch.keys) == n)
         and (batch.headers is None or len(batch.headers) == n)
     )
+
+
+def _encodes_as_its_columns(batch: ProducerBatch) -> bool:
+    """Its encoding (from runs, where it has them) is what its columns make:
+    runs left by an interrupted placement never describe other records."""
+    columns = encode_batch(
+        batch.values,
+        batch.keys,
+        batch.headers,
+        batch.timestamps,
+        base_timestamp=batch.base_timestamp,
+    )
+    return batch.encode(CompressionType.NONE, None) == columns
 
 
 class _InterruptingList(list[Any]):
@@ -116,7 +131,7 @@ def test_accumulator_opens_no_empty_batch_when_the_first_append_is_interrupted(
     assert acc.open_batches == {} and len(acc) == 0
 
 
-@pytest.mark.parametrize("where", ["first group", "second group", "the forward"])
+@pytest.mark.parametrize("where", ["first group", "second group", "a run", "the forward"])
 def test_interrupted_stage_placement_puts_every_record_back(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -146,6 +161,8 @@ def test_interrupted_stage_placement_puts_every_record_back(
         if where == "the forward":
             real = accumulator.StageForward
             monkeypatch.setattr(accumulator, "StageForward", interrupt_at(1, real))
+        elif where == "a run":  # the second group's, encoded before it moves
+            monkeypatch.setattr(ProducerBatch, "add_run", interrupt_at(2, ProducerBatch.add_run))
         else:
             n = 1 if where == "first group" else 2
             monkeypatch.setattr(Accumulator, "_extend", interrupt_at(n, Accumulator._extend))
@@ -160,6 +177,8 @@ def test_interrupted_stage_placement_puts_every_record_back(
         p._acc.place_stage()
         batches = _all_batches(p)
         assert all(_aligned(b) for b in batches)
+        assert any(b.runs is not None for b in batches)  # runs were made, and kept right
+        assert all(_encodes_as_its_columns(b) for b in batches)
         placed = sorted(v for b in batches for v in b.values)
         # Every future's record is in a batch that will be sent (or failed).
         homes = {id(b) for b in batches}
