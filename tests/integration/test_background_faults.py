@@ -48,12 +48,15 @@ ACKS1_LAG_S = 30.0
 
 
 def _key(i: int) -> bytes:
-    return b"key-%d" % (i % NUM_KEYS)
+    return b"key-%03d" % (i % NUM_KEYS)
 
 
 def _value(i: int) -> bytes:
-    # key + that key's sequence number: the i-th message overall.
-    return b"key-%d:%d" % (i % NUM_KEYS, i // NUM_KEYS)
+    # key + that key's sequence number: the i-th message overall. Keys and
+    # values of one length each, as most real traffic: the stage's records
+    # are then encoded as runs where they are placed (ProducerBatch.add_run),
+    # and batches sent again after a kill are encoded from their columns.
+    return b"key-%03d:%09d" % (i % NUM_KEYS, i // NUM_KEYS)
 
 
 def _read(kafka_cluster: Any, topic: str, expected: int) -> dict[int, list[tuple[int, bytes]]]:

@@ -20,6 +20,8 @@ from grete.producer import (
     DeliveryTimeoutError,
     ProducerQueueFullError,
 )
+from grete.producer import batch as batch_module
+from grete.protocol.compression import CompressionType
 
 from ._consume import consume
 
@@ -110,6 +112,48 @@ def test_many_messages_arrive_once_in_order(
     for values in per_partition.values():
         assert values == sorted(values)  # send order kept per partition
 
+
+
+@pytest.mark.parametrize("compression", [CompressionType.NONE, CompressionType.GZIP])
+def test_keyed_records_of_one_length_read_back_exactly(
+    kafka_cluster: Any,
+    client: KafkaClient,
+    topic: str,
+    compression: CompressionType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys and values of one length each, as most traffic: the stage's
+    records are encoded as runs where they are placed (ProducerBatch.add_run)
+    and the sender only frames them. confluent-kafka reads back every key,
+    value and timestamp, on the key's murmur2 partition, in send order."""
+    framed = [0]
+    real = batch_module.frame_record_runs
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        framed[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "frame_record_runs", counting)
+    n = 20_000
+    keys = [b"user-%06d" % (i * 7919 % 5000) for i in range(n)]
+    values = [b"event-%08d" % i for i in range(n)]
+    with BackgroundProducer(
+        client.cluster, client.topics[topic], compression=compression, batch_size=3000
+    ) as p:
+        futures = [p.produce(v, partition_key=k) for k, v in zip(keys, values, strict=True)]
+        assert p.flush(timeout=120) == 0
+    results = [f.result(timeout=0) for f in futures]
+    assert framed[0] >= 3  # the runs were used (at least a batch per partition)
+    reads = consume(kafka_cluster, topic, 3, n)
+    assert len(reads) == n
+    by_pos = {(r.partition, r.offset): r for r in reads}
+    for key, value, res in zip(keys, values, results, strict=True):
+        r = by_pos[(res.partition, res.offset)]
+        assert (r.key, r.value, r.timestamp) == (key, value, res.timestamp)
+        assert res.partition == partition_id_for_key(key, 3)
+    for pid in range(3):
+        sent = [r.value for r in sorted(reads, key=lambda r: r.offset) if r.partition == pid]
+        assert sent == sorted(sent)  # send order kept per partition
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
