@@ -29,6 +29,7 @@ from grete.producer import (
     ProducerClosedError,
     ProducerQueueFullError,
 )
+from grete.producer.batch import ProducerBatch
 
 from .._effort import effort
 
@@ -284,6 +285,35 @@ def test_callbacks_and_add_done_callback_run_once(cluster: Cluster) -> None:
         assert _wait(lambda: len(calls) == 2, 2.0)
         f.add_done_callback(lambda fut: calls.append("late"))  # already done: at once
         assert calls == ["cb", "added", "late"]
+
+
+def test_every_watcher_has_both_callback_slots_and_a_bare_one_still_runs(
+    cluster: Cluster,
+) -> None:
+    # The sender reads a watcher's _callback and _callbacks directly (a
+    # getattr of an unset slot costs an AttributeError raised and cleared per
+    # message), so each way of listing a future sets both.
+    calls: list[str] = []
+    with _producer(cluster, delivery_timeout_ms=100) as p:
+        p.produce(b"opens the sticky batch")
+        f = p.produce(b"v", callback=lambda fut: calls.append("f"))  # the inline path
+        k = p.produce(b"k", partition_key=b"key", callback=lambda fut: calls.append("k"))
+        g = p.produce(b"w", timestamp=5)  # the full path, no callback...
+        g.add_done_callback(lambda fut: calls.append("g"))  # ...then one added
+        h = p.produce(b"x", timestamp=5, callback=lambda fut: calls.append("h"))
+        assert (f._callbacks, k._callbacks, g._callback, h._callbacks) == (None,) * 4
+        for fut in (f, k, g, h):
+            assert fut.exception(timeout=5) is not None
+        assert _wait(lambda: len(calls) == 4, 2.0)
+        assert sorted(calls) == ["f", "g", "h", "k"]
+        # A watcher listed some other way, one slot unset: still called.
+        bare = object.__new__(DeliveryFuture)
+        bare._callback = lambda fut: calls.append("bare")
+        batch = ProducerBatch("t", 0, 0.0, p._sender)
+        batch.watchers = [bare]
+        bare._batch, bare._index = batch, 0
+        p._sender.batch_done(batch, 0, -1, None)
+        assert calls[-1] == "bare"
 
 
 def test_raising_callback_does_not_kill_the_sender(cluster: Cluster) -> None:
