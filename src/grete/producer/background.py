@@ -177,8 +177,8 @@ class DeliveryFuture:
             sender = self._batch.owner
             # Under done_cond: the sender sets outcomes, takes a batch's
             # watchers and moves them (relocated) under it, so fn is either
-            # seen there or called here.
-            with sender.done_lock:
+            # seen there or called here. Under the sender's lock first: see _watch.
+            with sender.lock, sender.done_lock:
                 batch, index = self._where()
                 if batch.outcome is None:
                     watched = (
@@ -201,9 +201,13 @@ class DeliveryFuture:
         fn(self)
 
 
-# List a future among those its batch visits when done. Only ever under the
-# sender's ``done_cond``: produce() (under the producer's lock) and
-# add_done_callback() (not under it) may list futures of one batch at once.
+# List a future among those its batch visits when done. Two threads listing
+# into one batch at once could lose one (add_watcher creates the list), so:
+# produce() lists only into an open batch or the stage, under the sender's
+# lock; add_done_callback() takes that lock and then done_cond's; the sender
+# takes a finished batch's watchers, and moves a split batch's, under
+# done_cond (those batches are not open: produce() never lists into them).
+# Lock order: the sender's lock, then done_cond's, never the other way.
 _watch = add_watcher
 
 
@@ -641,8 +645,7 @@ class BackgroundProducer:
                             if callback is not None or self._watch_all:
                                 future._callback = callback  # both, on every watcher:
                                 future._callbacks = None  # see batch_done
-                                with sender.done_lock:  # see _watch
-                                    _watch(batch, future)
+                                _watch(batch, future)  # under the lock: see _watch
                             if index + 1 >= acc.max_records:
                                 acc.close(pid, batch)  # type: ignore[arg-type]
                                 full = True
@@ -711,8 +714,7 @@ class BackgroundProducer:
                             if callback is not None or self._watch_all:
                                 future._callback = callback  # see the unkeyed path
                                 future._callbacks = None
-                                with sender.done_lock:  # see _watch
-                                    _watch(stage, future)
+                                _watch(stage, future)
                             if index + 1 >= _STAGE_MAX:
                                 wake = acc.place_stage() or wake
                     finally:
@@ -800,8 +802,7 @@ class BackgroundProducer:
             if callback is not None or self._watch_all:
                 future._callback = callback  # both, on every watcher: see batch_done
                 future._callbacks = None
-                with sender.done_lock:  # see _watch
-                    _watch(batch, future)
+                _watch(batch, future)  # under the sender's lock: see _watch
         if full or index == 0:
             # A full batch goes now; a new one must be looked at within
             # linger_ms, and the sender may be asleep for longer than that.
