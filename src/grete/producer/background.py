@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import warnings
@@ -33,6 +32,7 @@ from grete.producer.errors import (
 from grete.producer.grouping import java_ids
 from grete.producer.message import DeliveryResult, Headers, to_bytes, to_headers
 from grete.producer.metrics import Metrics
+from grete.producer.reports import ReportQueue
 from grete.protocol.compression import CompressionType, validate_level
 from grete.protocol.records import BATCH_OVERHEAD
 
@@ -119,11 +119,6 @@ class DeliveryFuture:
     @property
     def value(self) -> bytes | None:
         return self._record()[0]
-
-    def _size(self) -> int:
-        """What the record counts against the producer's byte bound."""
-        value, key, headers = self._record()
-        return record_size(key, value, headers)
 
     def __repr__(self) -> str:
         outcome = self._where()[0].outcome
@@ -242,8 +237,10 @@ class _Sender:
         self.driver = Driver(engine, cluster)
         self.acc: Accumulator = owner._acc
         self.delivery_timeout_s = owner._delivery_timeout_s
-        self.reports: queue.Queue[tuple[DeliveryFuture, KafkaError | None]] | None = (
-            queue.Queue() if owner._delivery_reports else None
+        # (future, error, bytes to release when it is read): a batch's bytes
+        # go with its last report (see batch_done), each report's count with it.
+        self.reports: ReportQueue[tuple[DeliveryFuture, KafkaError | None, int]] | None = (
+            ReportQueue() if owner._delivery_reports else None
         )
         self.metrics = owner._metrics
         self.queued_messages = 0
@@ -391,8 +388,13 @@ class _Sender:
                     _run_callback(fn, f)
         if self.reports is not None:
             # With reports on, every future is a watcher, in record order.
-            for f in watchers or ():
-                self.reports.put((f, error))
+            # The batch's bytes are released with its last report (all of them
+            # stay counted until then: a little over, never under, the bound),
+            # not a record's size computed back at each read.
+            reports = [(f, error, 0) for f in watchers or ()]
+            if reports:
+                reports[-1] = (reports[-1][0], error, batch.size)
+            self.reports.put_many(reports)
             with self.lock:
                 self.unresolved -= n
         else:
@@ -437,7 +439,8 @@ class BackgroundProducer:
     :param delivery_timeout_ms: the most time from ``produce()`` to a report.
     :param delivery_reports: keep a queue of ``(future, error)`` for
         :meth:`get_delivery_report` (pykafka's style); its entries count
-        against ``max_queued_messages`` until read.
+        against ``max_queued_messages`` until read, and a batch's bytes
+        against ``max_buffer_bytes`` until its last report is read.
     :param serializer: turns non-bytes values into bytes.
     :param key_serializer: turns non-bytes keys into bytes.
     """
@@ -847,8 +850,8 @@ class BackgroundProducer:
             raise ConfigurationError(
                 "delivery reports are off (delivery_reports=True turns them on)"
             )
-        future, error = reports.get(block, timeout)
-        self._sender._release(1, future._size())
+        future, error, size = reports.get(block, timeout)
+        self._sender._release(1, size)
         return future, error
 
     def flush(self, timeout: float | None = None) -> int:

@@ -111,7 +111,7 @@ def test_mixed_keys_and_headers_keep_columns_aligned(cluster: Cluster) -> None:
         _columns_aligned(batch)
         _one_future_per_record(futures)
         assert futures[2].key == b"k"
-        assert futures[3]._size() == record_size(None, b"d", [("h", b"1")])
+        assert futures[3]._record() == (b"d", None, [("h", b"1")])
     finally:
         p.close(0.1)
 

@@ -389,6 +389,27 @@ def test_forked_child_cannot_produce(cluster: Cluster) -> None:
         assert isinstance(f.exception(timeout=5), DeliveryTimeoutError)
 
 
+def test_read_reports_release_their_counts_and_a_batch_its_bytes(cluster: Cluster) -> None:
+    # Each report read releases its message; a batch's bytes go with its last
+    # report (counted a little long, never short), and reading them all
+    # leaves nothing counted.
+    p = _producer(cluster, delivery_reports=True, delivery_timeout_ms=100)
+    try:
+        futures = [p.produce(b"v%d" % i) for i in range(6)]
+        for f in futures:
+            assert f.exception(timeout=5) is not None
+        sender = p._sender
+        before = sender.queued_bytes
+        assert sender.queued_messages == 6 and before > 0
+        reads = [p.get_delivery_report(timeout=1) for _ in range(5)]
+        assert [f for f, _ in reads] == futures[:5]  # in produce order
+        assert (sender.queued_messages, sender.queued_bytes) == (1, before)  # one batch
+        p.get_delivery_report(timeout=1)
+        assert (sender.queued_messages, sender.queued_bytes) == (0, 0)
+    finally:
+        p.close(timeout=0.1)
+
+
 def test_delivery_reports_bound_the_queue(cluster: Cluster) -> None:
     """Undrained reports count against max_queued_messages."""
     p = _producer(
