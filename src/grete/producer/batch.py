@@ -5,6 +5,8 @@ record-batch encoder is fastest that way. A batch keeps its records and its
 (producer id, epoch, base sequence) across retries: a retry sends the same
 records with the same sequence, which is what lets the broker drop duplicates.
 The encoding is cached per identity until the request carrying it is framed.
+A front end may encode records ahead as *runs* (``add_run``) in its own
+thread; ``encode`` then only frames them, and a retry encodes the columns.
 """
 
 from __future__ import annotations
@@ -358,8 +360,8 @@ def _move_watcher(w: Any, forward: Forward) -> None:
 def add_watcher(batch: ProducerBatch, w: Any) -> None:
     """List ``w`` among the watchers ``batch`` visits when done. The list is
     created on first use, so two threads listing the first watchers of one
-    batch at once would lose one: the background producer calls this only
-    under its sender's ``done_cond``."""
+    batch at once would lose one: the background producer lists only under
+    the locks its ``_watch`` comment names."""
     if batch.watchers is None:
         batch.watchers = [w]
     else:
