@@ -43,7 +43,6 @@ Callback = Callable[["DeliveryFuture"], None]
 
 _time_ns = time.time_ns  # ms timestamps as time_ns() // 1e6: 3x cheaper than int(time() * 1000)
 _monotonic = time.monotonic
-_new_object = object.__new__
 
 T = TypeVar("T")
 
@@ -84,6 +83,9 @@ class DeliveryFuture:
     # given): the hot path never pays for them, and the sender reads them
     # without getattr (see _Sender.batch_done).
     __slots__ = ("_batch", "_callback", "_callbacks", "_index")
+    # No __init__ (nor __new__): DeliveryFuture() is then the cheapest way to
+    # make one (~25 ns less than object.__new__(DeliveryFuture)); produce()
+    # sets _batch and _index right after.
 
     _batch: ProducerBatch
     _index: int
@@ -642,7 +644,7 @@ class BackgroundProducer:
                                 # undone, else every later record is misaligned.
                                 batch.truncate(index)
                                 raise
-                            future = _new_object(DeliveryFuture)
+                            future = DeliveryFuture()
                             future._batch = batch
                             future._index = index
                             if callback is not None or self._watch_all:
@@ -711,7 +713,7 @@ class BackgroundProducer:
                             except BaseException:
                                 stage.truncate(index)  # see the unkeyed path
                                 raise
-                            future = _new_object(DeliveryFuture)
+                            future = DeliveryFuture()
                             future._batch = stage
                             future._index = index
                             if callback is not None or self._watch_all:
@@ -780,7 +782,7 @@ class BackgroundProducer:
                 # Unkeyed messages stay on this partition until its batch
                 # closes (then the hook picks the next): no need to ask again.
                 self._sticky[0] = pid
-        future = _new_object(DeliveryFuture)
+        future = DeliveryFuture()
         with sender.lock:
             if sender.refusal is not None:  # the sender died since the check above
                 raise ProducerClosedError(sender.refusal)
