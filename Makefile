@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit lint docs kafka bench bench-encode clean
+.PHONY: demo test unit lint docs kafka bench bench-encode bench-instructions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: kafka
 
 bench-encode: $(STAMP)
 	$(BIN)/python benchmarks/bench_encode.py
+
+# Instructions per produce() call, counted by valgrind: an A/B for hot-path
+# changes that the machine's noise hides from msgs/s (needs valgrind).
+bench-instructions: $(STAMP)
+	$(BIN)/python benchmarks/bench_instructions.py
 
 clean:
 	rm -rf $(VENV) build dist docs/_build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
