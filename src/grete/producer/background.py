@@ -247,9 +247,10 @@ class _Sender:
         self.metrics = owner._metrics
         self.queued_messages = 0
         self.queued_bytes = 0
-        # Messages produced whose future is not resolved yet (what flush() waits
-        # for: a batch between the accumulator and the engine is in neither).
-        self.unresolved = 0
+        # With delivery reports on: messages reported and not read yet, still
+        # counted in queued_messages. Unresolved ones (what flush() waits for)
+        # are the difference (see unresolved): produce() counts a message once.
+        self.reported = 0
         self.flushing = 0
         self.closing = False
         self.stopped = threading.Event()
@@ -259,6 +260,15 @@ class _Sender:
         self.refusal: str | None = None
         _live_senders.add(self)
         self.thread = threading.Thread(target=self.run, name="grete-sender", daemon=True)
+
+    @property
+    def unresolved(self) -> int:
+        """Messages produced whose future is not resolved yet (what flush()
+        waits for: a batch between the accumulator and the engine is in
+        neither). Read without the lock, queued_messages first: a read
+        racing _release, which lowers ``reported`` first, can only count
+        one too many (never report a pending message resolved)."""
+        return self.queued_messages - self.reported
 
     # -- the sender thread -------------------------------------------------
 
@@ -338,12 +348,13 @@ class _Sender:
                 self.queued_messages,
                 self.queued_bytes,
             )
-            self.unresolved = 0
             if self.reports is None:
-                # With delivery reports on, queued messages are released as the
-                # reports are taken: their counts are still right.
                 self.queued_messages = self.queued_bytes = 0
-                self.space.notify_all()
+            else:
+                # With delivery reports on, reported messages are released as the
+                # reports are taken: only those stay counted.
+                self.queued_messages = self.reported
+            self.space.notify_all()
         with self.done_lock:
             self.done_cond.notify_all()
 
@@ -398,9 +409,9 @@ class _Sender:
                 reports[-1] = (reports[-1][0], error, batch.size)
             self.reports.put_many(reports)
             with self.lock:
-                self.unresolved -= n
+                self.reported += n
         else:
-            self._release(n, batch.size, resolved=n)
+            self._release(n, batch.size)
         with self.done_lock:  # flush() waits for callbacks too
             self.done_cond.notify_all()
 
@@ -412,9 +423,11 @@ class _Sender:
         with self.done_lock:
             move_watchers(batch, forward)
 
-    def _release(self, count: int, size: int, resolved: int = 0) -> None:
+    def _release(self, count: int, size: int, read: int = 0) -> None:
+        """``count`` messages and ``size`` bytes leave the queue, ``read``
+        of them delivery reports just read."""
         with self.lock:
-            self.unresolved -= resolved
+            self.reported -= read  # first: see unresolved
             self.queued_messages -= count
             self.queued_bytes -= size
             self.space.notify_all()
@@ -638,7 +651,6 @@ class BackgroundProducer:
                                 batch.size += size
                                 sender.queued_messages += 1
                                 sender.queued_bytes += size
-                                sender.unresolved += 1
                             except BaseException:
                                 # A KeyboardInterrupt between two column appends:
                                 # undone, else every later record is misaligned.
@@ -709,7 +721,6 @@ class BackgroundProducer:
                                 stage.size += size
                                 sender.queued_messages += 1
                                 sender.queued_bytes += size
-                                sender.unresolved += 1
                             except BaseException:
                                 stage.truncate(index)  # see the unkeyed path
                                 raise
@@ -795,7 +806,6 @@ class BackgroundProducer:
                     raise ProducerClosedError("produce() on a closed producer")
             sender.queued_messages += 1
             sender.queued_bytes += size
-            sender.unresolved += 1
             acc = self._acc
             # Staged keyed records were produced before this one: placed first, they stay first.
             placed = acc.stage is not None and acc.place_stage()
@@ -853,7 +863,7 @@ class BackgroundProducer:
                 "delivery reports are off (delivery_reports=True turns them on)"
             )
         future, error, size = reports.get(block, timeout)
-        self._sender._release(1, size)
+        self._sender._release(1, size, read=1)
         return future, error
 
     def flush(self, timeout: float | None = None) -> int:
