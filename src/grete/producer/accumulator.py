@@ -341,7 +341,17 @@ class Accumulator:
         except Exception:
             stage, self.stage = self.stage, None
             rest = self.drain(0.0, force=True)
-            return rest if stage is None else [*rest, stage]
+            if stage is None:
+                return rest
+            # Its size, which the front end's inline path does not keep per
+            # record (only this needs it): every staged record is keyed, with
+            # no headers.
+            stage.size = (
+                sum(map(len, stage.keys or ()))  # type: ignore[arg-type]
+                + sum(map(len, stage.values))  # type: ignore[arg-type]
+                + RECORD_OVERHEAD * len(stage.values)
+            )
+            return [*rest, stage]
 
 
 class StageForward:

@@ -718,7 +718,8 @@ class BackgroundProducer:
                                 stage.timestamps.append(ts)  # type: ignore[union-attr]
                                 stage.keys.append(partition_key)  # type: ignore[union-attr]
                                 # No calls from here to the end of the try (see above).
-                                stage.size += size
+                                # (No stage.size: only a stage failed whole needs it,
+                                # and Accumulator.take_all counts it then.)
                                 sender.queued_messages += 1
                                 sender.queued_bytes += size
                             except BaseException:
