@@ -542,6 +542,9 @@ class BackgroundProducer:
         # Every future is visited when its batch is done (to be reported).
         self._watch_all = delivery_reports
         self._metrics = Metrics()
+        # The index of a batch's last record: produce() compares its index with
+        # it, as `index + 1 >= batch_size` made a new int (past 256) a message.
+        self._last_index = batch_size - 1
         self._acc = Accumulator(
             topic.name,
             max_records=batch_size,
@@ -663,7 +666,7 @@ class BackgroundProducer:
                                 future._callback = callback  # both, on every watcher:
                                 future._callbacks = None  # see batch_done
                                 _watch(batch, future)  # under the lock: see _watch
-                            if index + 1 >= acc.max_records:
+                            if index >= self._last_index:  # the batch is full
                                 acc.close(pid, batch)  # type: ignore[arg-type]
                                 full = True
                     finally:
@@ -732,7 +735,7 @@ class BackgroundProducer:
                                 future._callback = callback  # see the unkeyed path
                                 future._callbacks = None
                                 _watch(stage, future)
-                            if index + 1 >= _STAGE_MAX:
+                            if index >= _STAGE_LAST:  # the stage is full
                                 wake = acc.place_stage() or wake
                     finally:
                         try:  # noqa: SIM105
@@ -924,6 +927,7 @@ class BackgroundProducer:
 
 # produce() places the stage once it holds this many keyed records.
 _STAGE_MAX = 1024
+_STAGE_LAST = _STAGE_MAX - 1  # the index of its last record (see _last_index)
 
 
 def _key_placer(topic: Topic) -> KeyPlacer:
