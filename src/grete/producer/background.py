@@ -629,12 +629,14 @@ class BackgroundProducer:
                         lock.acquire()
                         pid = self._sticky[0]
                         batch = acc.open_batches.get(pid)  # type: ignore[arg-type]
+                        # The two new sizes computed once, each checked here and
+                        # stored below (each sum makes an int: ~150 instructions).
                         if (
                             batch is None
-                            or batch.size + size > acc.max_bytes
+                            or (batch_size := batch.size + size) > acc.max_bytes
                             or acc.stage is not None  # staged keyed records go first
                             or sender.queued_messages >= self._max_queued_messages
-                            or sender.queued_bytes + size > self._max_buffer_bytes
+                            or (queued_bytes := sender.queued_bytes + size) > self._max_buffer_bytes
                             or sender.refusal is not None
                             or self._closed
                         ):
@@ -651,9 +653,9 @@ class BackgroundProducer:
                                     batch.headers.append(None)
                                 # No calls from here to the end of the try: nothing
                                 # can interrupt between these, nor after them within it.
-                                batch.size += size
+                                batch.size = batch_size
                                 sender.queued_messages += 1
-                                sender.queued_bytes += size
+                                sender.queued_bytes = queued_bytes
                             except BaseException:
                                 # A KeyboardInterrupt between two column appends:
                                 # undone, else every later record is misaligned.
@@ -708,7 +710,8 @@ class BackgroundProducer:
                         if (
                             stage is None  # no partitions known: the full path decides
                             or sender.queued_messages >= self._max_queued_messages
-                            or sender.queued_bytes + size > self._max_buffer_bytes
+                            or (queued_bytes := sender.queued_bytes + size)
+                            > self._max_buffer_bytes  # (computed once: see above)
                             or sender.refusal is not None
                             or self._closed
                         ):
@@ -724,7 +727,7 @@ class BackgroundProducer:
                                 # (No stage.size: only a stage failed whole needs it,
                                 # and Accumulator.take_all counts it then.)
                                 sender.queued_messages += 1
-                                sender.queued_bytes += size
+                                sender.queued_bytes = queued_bytes
                             except BaseException:
                                 stage.truncate(index)  # see the unkeyed path
                                 raise
