@@ -48,6 +48,12 @@ def record_size(key: bytes | None, value: bytes | None, headers: Headers | None)
     return size
 
 
+def staged_size(keys: list[bytes], values: list[bytes]) -> int:
+    """:func:`record_size` summed over staged records (each keyed, none
+    with headers), in two C-level passes: no size per record."""
+    return sum(map(len, keys)) + sum(map(len, values)) + RECORD_OVERHEAD * len(values)
+
+
 class Accumulator:
     """See the module docstring. Not thread-safe: callers hold their own lock."""
 
@@ -188,7 +194,7 @@ class Accumulator:
         # new) batch and leaves it open. Two C-level sums instead of a size per
         # record, their running total and a bisect (the sizes of
         # keyed_record_sizes, summed; summing that map measured twice as slow).
-        total = sum(map(len, keys)) + sum(map(len, values)) + RECORD_OVERHEAD * n
+        total = staged_size(keys, values)
         batch = self.open_batches.get(pid)
         had = 0 if batch is None else len(batch.values)
         if (
@@ -344,13 +350,8 @@ class Accumulator:
             if stage is None:
                 return rest
             # Its size, which the front end's inline path does not keep per
-            # record (only this needs it): every staged record is keyed, with
-            # no headers.
-            stage.size = (
-                sum(map(len, stage.keys or ()))  # type: ignore[arg-type]
-                + sum(map(len, stage.values))  # type: ignore[arg-type]
-                + RECORD_OVERHEAD * len(stage.values)
-            )
+            # record (only this needs it).
+            stage.size = staged_size(stage.keys or [], stage.values)  # type: ignore[arg-type]
             return [*rest, stage]
 
 
