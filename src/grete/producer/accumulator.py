@@ -191,10 +191,19 @@ class Accumulator:
         handles = columns[3] if len(columns) > 3 else None
         n = len(values)
         # The usual case first: the whole group fits the partition's open (or a
-        # new) batch and leaves it open. Two C-level sums instead of a size per
-        # record, their running total and a bisect (the sizes of
-        # keyed_record_sizes, summed; summing that map measured twice as slow).
-        total = staged_size(keys, values)
+        # new) batch and leaves it open. Its size without a size per record,
+        # their running total and a bisect. Keys and values of one length
+        # each (keys of one format, fixed-size payloads) are checked here once,
+        # for the size and for the run encoder, which then skips its checks.
+        klens = list(map(len, keys))
+        vlens = list(map(len, values))
+        klen, vlen = klens[0], vlens[0]
+        lengths: tuple[int, int] | None = None
+        if klens.count(klen) == n and vlens.count(vlen) == n:
+            lengths = (klen, vlen)
+            total = n * (klen + vlen + RECORD_OVERHEAD)
+        else:
+            total = sum(klens) + sum(vlens) + RECORD_OVERHEAD * n
         batch = self.open_batches.get(pid)
         had = 0 if batch is None else len(batch.values)
         if (
@@ -210,7 +219,7 @@ class Accumulator:
             # Encoded here, where the records are still in this thread's
             # cache, before they join the batch: an interrupt in between
             # leaves a run that ends before them, which is never used.
-            batch.add_run(values, keys, timestamps, had)
+            batch.add_run(values, keys, timestamps, had, lengths)
             batch.values += values
             batch.keys += keys
             batch.timestamps += timestamps
@@ -241,7 +250,9 @@ class Accumulator:
             if end > start:
                 if not had:
                     batch.base_timestamp = timestamps[start]
-                batch.add_run(values[start:end], keys[start:end], timestamps[start:end], had)
+                batch.add_run(
+                    values[start:end], keys[start:end], timestamps[start:end], had, lengths
+                )
                 batch.values += values[start:end]
                 batch.keys += keys[start:end]
                 batch.timestamps += timestamps[start:end]

@@ -165,16 +165,23 @@ class ProducerBatch:
         keys: list[bytes | None] | None,
         timestamps: list[int],
         first: int,
+        lengths: tuple[int, int] | None = None,
     ) -> None:
         """Encode records ``first ..`` (their columns given: the records just
         appended) as a run, when the runs so far end at ``first``
-        (``records.encode_record_run``): the sender then only frames them.
-        Records that do not fit a run are left for :meth:`encode`."""
+        (``records.encode_record_run``, ``lengths`` passed on): the sender
+        then only frames them. Records that do not fit a run are left for
+        :meth:`encode`."""
         runs = self.runs
         if (0 if runs is None else runs[0]) != first or self.headers is not None:
             return
         run = encode_record_run(
-            values, keys, timestamps, base_timestamp=self.base_timestamp, first=first
+            values,
+            keys,
+            timestamps,
+            base_timestamp=self.base_timestamp,
+            first=first,
+            lengths=lengths,
         )
         if run is None:
             return

@@ -437,6 +437,7 @@ def encode_record_run(
     *,
     base_timestamp: int,
     first: int,
+    lengths: tuple[int, int] | None = None,
 ) -> tuple[bytes, int] | None:
     """Records ``first .. first + n - 1`` of a batch (``n = len(values)``,
     ``base_timestamp`` the batch's), encoded as one *run*, with their greatest
@@ -456,6 +457,10 @@ def encode_record_run(
     out its last record's, as the column layout does. Runs joined in order
     and followed by one zero byte are the records section: see
     :func:`frame_record_runs`.
+
+    ``lengths``: ``(key length, value length)`` when the caller has checked
+    that every key and every value is ``bytes`` of that length (a placed
+    stage: see ``Accumulator._extend``); the checks here are then skipped.
     """
     n = len(values)
     end = first + n
@@ -464,17 +469,20 @@ def encode_record_run(
     small = _byte_deltas(timestamps, base_timestamp, n)
     if small is None:
         return None
-    try:
-        vlen = len(values[0])
-        if list(map(len, values)).count(vlen) != n:
-            return None
-        klen = -2
-        if keys is not None and not (keys[0] is None and keys.count(None) == n):
-            klen = len(keys[0])  # type: ignore[arg-type]
-            if list(map(len, keys)).count(klen) != n:  # type: ignore[arg-type]
+    if lengths is not None:
+        klen, vlen = lengths
+    else:
+        try:
+            vlen = len(values[0])
+            if list(map(len, values)).count(vlen) != n:
                 return None
-    except TypeError:  # a None among values or keys: not uniform
-        return None
+            klen = -2
+            if keys is not None and not (keys[0] is None and keys.count(None) == n):
+                klen = len(keys[0])  # type: ignore[arg-type]
+                if list(map(len, keys)).count(klen) != n:  # type: ignore[arg-type]
+                    return None
+        except TypeError:  # a None among values or keys: not uniform
+            return None
     dmax = _greatest(small)
     top = max(vlen, klen, dmax, end)
     if top >= _L or end > _O:

@@ -28,8 +28,10 @@ def _cut(
     keys: list[bytes | None] | None,
     stamps: list[int],
     longest: int,
+    lengths: tuple[int, int] | None = None,
 ) -> tuple[list[bytes], int]:
-    """The records as runs of random lengths; (runs, greatest delta)."""
+    """The records as runs of random lengths; (runs, greatest delta).
+    ``lengths``: passed on (the caller's word that keys and values have them)."""
     runs: list[bytes] = []
     greatest = 0
     i = 0
@@ -41,6 +43,7 @@ def _cut(
             stamps[i:j],
             base_timestamp=BASE,
             first=i,
+            lengths=lengths,
         )
         assert run is not None
         runs.append(run[0])
@@ -73,6 +76,10 @@ def test_runs_make_the_bytes_encode_batch_makes(
         runs, greatest = _cut(rnd, values, keys, stamps, longest)
         blob = frame_record_runs(runs, n, base_timestamp=BASE, greatest_delta=greatest)
         assert blob == expected, longest
+        if keys_kind == "16":  # the lengths checked by the caller (a placed stage)
+            runs, greatest = _cut(rnd, values, keys, stamps, longest, (16, vlen))
+            blob = frame_record_runs(runs, n, base_timestamp=BASE, greatest_delta=greatest)
+            assert blob == expected, longest
     theirs = list(KpBatch(bytearray(expected)))
     assert [r.value for r in theirs] == values
     assert [r.timestamp for r in theirs] == stamps
