@@ -17,7 +17,7 @@ from operator import add
 from typing import Any
 
 from grete.producer.batch import ProducerBatch
-from grete.producer.grouping import grouped
+from grete.producer.grouping import grouped, partition_time_runs, time_runs
 from grete.producer.message import Headers
 
 # Bytes a record adds around its key and value (length, attributes,
@@ -120,13 +120,25 @@ class Accumulator:
             return False
         assert self._key_placer is not None
         keys: list[bytes] = stage.keys  # type: ignore[assignment]
-        columns: list[Any] = [keys, stage.values, stage.timestamps]
-        if stage.handles is not None:
-            columns.append(stage.handles)
+        timestamps: list[int] = stage.timestamps  # type: ignore[assignment]
+        values, handles = stage.values, stage.handles
         # Everything that could fail comes first, while the stage is untouched:
         # a stage that cannot be placed stays whole, for take_all() to fail it.
         ids, count = self._key_placer(keys)
-        groups = [(pid, [take(column) for column in columns]) for pid, take in grouped(ids, count)]
+        truns = time_runs(timestamps) if type(ids) is bytes else None
+        groups: list[tuple[int, list[Any], list[tuple[int, int]] | None]] = []
+        for pid, take in grouped(ids, count):
+            # Each partition's columns: keys, values, timestamps, maybe handles;
+            # the timestamps repeats of the stage's time runs when it has them.
+            mine = None
+            if truns is None:
+                group = [take(keys), take(values), take(timestamps)]
+            else:
+                mine, column = partition_time_runs(truns, ids, pid)  # type: ignore[arg-type]
+                group = [take(keys), take(values), column]
+            if handles is not None:
+                group.append(take(handles))
+            groups.append((pid, group, mine))
         # Then the records move, batch by batch. An exception on the way (a
         # KeyboardInterrupt in the thread calling produce(), between any two
         # calls) before the stage points at where they went puts everything
@@ -135,7 +147,7 @@ class Accumulator:
         open_batches = self.open_batches
         before = [
             (pid, batch, len(batch.values), batch.size)
-            for pid, _ in groups
+            for pid, _, _ in groups
             if (batch := open_batches.get(pid)) is not None
         ]
         ready = len(self._ready)
@@ -143,9 +155,9 @@ class Accumulator:
         segments: dict[int, tuple[list[int], list[tuple[ProducerBatch, int]]]] = {}
         try:
             self.stage = None  # in the try: Python 3.10 may interrupt any line
-            for pid, group in groups:
+            for pid, group, mine in groups:
                 runs = segments.setdefault(pid, ([], []))
-                closed = self._extend(stage, pid, group, runs) or closed
+                closed = self._extend(stage, pid, group, runs, mine) or closed
             stage.relocate(StageForward(ids, segments))
         except BaseException:
             if stage.forward is None:  # relocated: the records are placed
@@ -159,7 +171,7 @@ class Accumulator:
     def _unplace(
         self,
         stage: ProducerBatch,
-        groups: list[tuple[int, list[Any]]],
+        groups: list[tuple[int, list[Any], Any]],
         before: list[tuple[int, ProducerBatch, int, int]],
         ready: int,
     ) -> None:
@@ -170,7 +182,7 @@ class Accumulator:
             batch.truncate(n)
             batch.size = size
         del self._ready[ready:]  # only this placement closed batches since
-        for pid, _ in groups:
+        for pid, _, _ in groups:
             self.open_batches.pop(pid, None)
         for pid, batch, _, _ in before:
             self.open_batches[pid] = batch
@@ -182,11 +194,13 @@ class Accumulator:
         pid: int,
         columns: list[Any],
         segments: tuple[list[int], list[tuple[ProducerBatch, int]]],
+        truns: list[tuple[int, int]] | None = None,
     ) -> bool:
         """Append one partition's staged records (``columns``: keys, values,
         timestamps and maybe handles) to its open batch, opening and closing
         batches by ``max_records`` and ``max_bytes`` as append() does; notes
-        in ``segments`` where each run of records went."""
+        in ``segments`` where each run of records went. ``truns``: their
+        timestamps as ``(value, count)`` runs, for the run encoder."""
         keys, values, timestamps = columns[0], columns[1], columns[2]
         handles = columns[3] if len(columns) > 3 else None
         n = len(values)
@@ -219,7 +233,7 @@ class Accumulator:
             # Encoded here, where the records are still in this thread's
             # cache, before they join the batch: an interrupt in between
             # leaves a run that ends before them, which is never used.
-            batch.add_run(values, keys, timestamps, had, lengths)
+            batch.add_run(values, keys, timestamps, had, lengths, truns)
             batch.values += values
             batch.keys += keys
             batch.timestamps += timestamps

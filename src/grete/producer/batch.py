@@ -166,10 +166,11 @@ class ProducerBatch:
         timestamps: list[int],
         first: int,
         lengths: tuple[int, int] | None = None,
+        time_runs: list[tuple[int, int]] | None = None,
     ) -> None:
         """Encode records ``first ..`` (their columns given: the records just
         appended) as a run, when the runs so far end at ``first``
-        (``records.encode_record_run``, ``lengths`` passed on): the sender
+        (``records.encode_record_run``, ``lengths`` and ``time_runs`` passed on): the sender
         then only frames them. Records that do not fit a run are left for
         :meth:`encode`."""
         runs = self.runs
@@ -182,6 +183,7 @@ class ProducerBatch:
             base_timestamp=self.base_timestamp,
             first=first,
             lengths=lengths,
+            time_runs=time_runs,
         )
         if run is None:
             return

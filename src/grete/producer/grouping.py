@@ -11,9 +11,9 @@ record: that is the point of grouping in bulk.
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import compress
+from itertools import compress, repeat
 from typing import Any, TypeVar
 
 from grete._murmur2 import murmur2_partition_ids, unsigned_murmur2_many
@@ -94,3 +94,54 @@ def _picker(indexes: list[int]) -> Take[Any]:
         return list(map(column.__getitem__, indexes))
 
     return take
+
+
+# Past this many distinct timestamps a stage's are grouped as any column is:
+# records staged as they come change millisecond a few times a stage.
+TIME_RUNS_MAX = 32
+
+
+def time_runs(timestamps: list[int]) -> list[tuple[int, int, int]] | None:
+    """``timestamps`` as runs of one value, ``(value, start, end)`` in order,
+    covering them all, when they never decrease and change at most
+    :data:`TIME_RUNS_MAX` times; else None (a clock set back, timestamps
+    given by the caller).
+
+    A stage's records carry a timestamp each, yet they take a few values in
+    order (one a millisecond): grouped as runs, each partition's timestamps
+    and their deltas are a few repeats (:func:`partition_time_runs`), not a
+    pass per record of ``compress`` and of a subtraction. Each run is found
+    by a bisect and checked by one C-level count over its slice; values
+    rising from run to run and every item of each run equal to its value
+    make the whole list non-decreasing, whatever the bisects found."""
+    n = len(timestamps)
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    previous = None
+    while start < n:
+        value = timestamps[start]
+        if (previous is not None and value <= previous) or len(runs) >= TIME_RUNS_MAX:
+            return None
+        end = bisect_right(timestamps, value, start)
+        if timestamps[start:end].count(value) != end - start:
+            return None
+        runs.append((value, start, end))
+        previous = value
+        start = end
+    return runs
+
+
+def partition_time_runs(
+    runs: list[tuple[int, int, int]], ids: bytes, pid: int
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Partition ``pid``'s share of a stage's :func:`time_runs` (``ids``: each
+    record's partition, one byte each): its ``(value, count)`` runs, and its
+    timestamp column. A C-level count of ``pid`` over each run's ids."""
+    mine: list[tuple[int, int]] = []
+    column: list[int] = []
+    for value, start, end in runs:
+        count = ids.count(pid, start, end)
+        if count:
+            mine.append((value, count))
+            column += repeat(value, count)
+    return mine, column

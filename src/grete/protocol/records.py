@@ -438,6 +438,7 @@ def encode_record_run(
     base_timestamp: int,
     first: int,
     lengths: tuple[int, int] | None = None,
+    time_runs: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[bytes, int] | None:
     """Records ``first .. first + n - 1`` of a batch (``n = len(values)``,
     ``base_timestamp`` the batch's), encoded as one *run*, with their greatest
@@ -461,14 +462,26 @@ def encode_record_run(
     ``lengths``: ``(key length, value length)`` when the caller has checked
     that every key and every value is ``bytes`` of that length (a placed
     stage: see ``Accumulator._extend``); the checks here are then skipped.
+    ``time_runs``: ``timestamps`` as ``(value, count)`` runs, values rising
+    (``grouping.time_runs``); the deltas are then a few repeats, not a
+    subtraction per record.
     """
     n = len(values)
     end = first + n
     if n == 0 or end > _M:
         return None
-    small = _byte_deltas(timestamps, base_timestamp, n)
-    if small is None:
-        return None
+    zigzags: list[bytes] | None = None
+    if time_runs is None:
+        small = _byte_deltas(timestamps, base_timestamp, n)
+        if small is None:
+            return None
+        dmax = _greatest(small)
+    else:
+        deltas = [(value - base_timestamp, count) for value, count in time_runs]
+        dmax = deltas[-1][0]
+        if deltas[0][0] < 0 or dmax > 255:
+            return None
+        small = b"".join([bytes((delta,)) * count for delta, count in deltas])
     if lengths is not None:
         klen, vlen = lengths
     else:
@@ -483,12 +496,15 @@ def encode_record_run(
                     return None
         except TypeError:  # a None among values or keys: not uniform
             return None
-    dmax = _greatest(small)
     top = max(vlen, klen, dmax, end)
     if top >= _L or end > _O:
         if top >= _M:
             return None
         _grow(top, end)
+    if time_runs is not None:
+        zigzags = []
+        for delta, count in deltas:
+            zigzags += repeat(_LEN[delta], count)
     parts = _encode_uniform_ts(
         values,
         None if klen == -2 else keys,  # type: ignore[arg-type]
@@ -498,6 +514,7 @@ def encode_record_run(
         n,
         dmax >= _TS_NARROW,
         first,
+        zigzags,
     )
     if parts is None:
         return None
@@ -811,6 +828,7 @@ def _encode_uniform_ts(
     n: int,
     wide: bool = False,
     first: int = 0,
+    zigzags: list[bytes] | None = None,
 ) -> list[bytes] | None:
     """:func:`_encode_uniform` for records whose timestamps differ by less than
     64 ms (what a producer appending as messages come gives): one more piece
@@ -822,7 +840,8 @@ def _encode_uniform_ts(
     C-level passes. The column layout cost about 1.7 times as much.
 
     ``first``: the offset delta of the first record (a run's, see
-    :func:`encode_record_run`); the tables cover ``first + n`` offsets."""
+    :func:`encode_record_run`); the tables cover ``first + n`` offsets.
+    ``zigzags``: the deltas' zigzag varints, when the caller has them."""
     end = first + n
     top = _FIXED[4][end - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] + wide
     if top >= _L and not _fits(top):
@@ -839,7 +858,9 @@ def _encode_uniform_ts(
     stop = k * n
     parts: list[bytes] = [b""] * (stop + 1)
     parts[0:stop:k] = head_column
-    parts[1:stop:k] = list(map(_LEN.__getitem__, deltas))  # the deltas' zigzag varints
+    if zigzags is None:
+        zigzags = list(map(_LEN.__getitem__, deltas))
+    parts[1:stop:k] = zigzags  # the deltas' zigzag varints
     parts[2:stop:k] = tails[first:end]
     if keys is None:
         parts[3:stop:k] = values

@@ -349,3 +349,33 @@ def test_placed_stage_records_are_encoded_as_runs_where_they_land() -> None:
         batch.release_encoding()
         assert batch.runs is None
         assert batch.encode(CompressionType.NONE, None) == from_runs
+
+
+@pytest.mark.parametrize("pattern", ["one ms", "rising", "clock set back", "many", "past a byte"])
+def test_placed_records_keep_their_timestamps_however_they_run(pattern: str) -> None:
+    # Timestamps in order (a few values: grouped as runs, see grouping.time_runs)
+    # or not (a clock set back; too many values; deltas past a byte): each
+    # record keeps its own, and the runs encode them as the columns do.
+    n = 300
+    stamps = {
+        "one ms": [5000] * n,
+        "rising": [5000 + i // 100 for i in range(n)],
+        "clock set back": [5000 + i // 100 for i in range(n)][::-1],
+        "many": [5000 + i for i in range(n)],
+        "past a byte": [5000] * (n // 2) + [5300] * (n - n // 2),  # runs, deltas too far
+    }[pattern]
+    acc, _ = _staging_acc(max_records=80, count=3)
+    stage = acc.new_stage(0.0)
+    for i, stamp in enumerate(stamps):
+        stage.values.append(b"v%05d" % i)
+        stage.keys.append(b"%d" % i)  # type: ignore[union-attr]
+        stage.timestamps.append(stamp)  # type: ignore[union-attr]
+        stage.handles.append(i)  # type: ignore[union-attr]
+    acc.place_stage()
+    batches = acc.drain(0.0, force=True)
+    assert sum(len(b) for b in batches) == n
+    for batch in batches:
+        assert batch.timestamps == [stamps[h] for h in batch.handles]  # type: ignore[union-attr]
+        from_runs = batch.encode(CompressionType.NONE, None)
+        batch.release_encoding()
+        assert batch.encode(CompressionType.NONE, None) == from_runs

@@ -6,6 +6,7 @@ through kafka-python's decoder too."""
 from __future__ import annotations
 
 import random
+from itertools import groupby
 
 import pytest
 from kafka.record.default_records import DefaultRecordBatch as KpBatch
@@ -29,9 +30,11 @@ def _cut(
     stamps: list[int],
     longest: int,
     lengths: tuple[int, int] | None = None,
+    by_time_runs: bool = False,
 ) -> tuple[list[bytes], int]:
     """The records as runs of random lengths; (runs, greatest delta).
-    ``lengths``: passed on (the caller's word that keys and values have them)."""
+    ``lengths``: passed on (the caller's word that keys and values have them);
+    ``by_time_runs``: the timestamps passed as ``time_runs`` too."""
     runs: list[bytes] = []
     greatest = 0
     i = 0
@@ -44,6 +47,9 @@ def _cut(
             base_timestamp=BASE,
             first=i,
             lengths=lengths,
+            time_runs=[(t, len(list(g))) for t, g in groupby(stamps[i:j])]
+            if by_time_runs
+            else None,
         )
         assert run is not None
         runs.append(run[0])
@@ -78,6 +84,10 @@ def test_runs_make_the_bytes_encode_batch_makes(
         assert blob == expected, longest
         if keys_kind == "16":  # the lengths checked by the caller (a placed stage)
             runs, greatest = _cut(rnd, values, keys, stamps, longest, (16, vlen))
+            blob = frame_record_runs(runs, n, base_timestamp=BASE, greatest_delta=greatest)
+            assert blob == expected, longest
+        if ordered:  # the timestamps as runs (a placed stage's, in order)
+            runs, greatest = _cut(rnd, values, keys, stamps, longest, by_time_runs=True)
             blob = frame_record_runs(runs, n, base_timestamp=BASE, greatest_delta=greatest)
             assert blob == expected, longest
     theirs = list(KpBatch(bytearray(expected)))
@@ -138,3 +148,12 @@ def test_runs_grow_the_tables_they_need() -> None:
     runs, greatest = _cut(random.Random(1), values, None, stamps, 4000)
     blob = frame_record_runs(runs, n, base_timestamp=BASE, greatest_delta=greatest)
     assert blob == encode_batch(values, None, None, stamps, base_timestamp=BASE)
+
+
+@pytest.mark.parametrize("stamps", [[BASE, BASE + 256], [BASE - 1, BASE]])
+def test_a_run_given_time_runs_refuses_deltas_past_a_byte(stamps: list[int]) -> None:
+    time_runs = [(stamp, 1) for stamp in stamps]
+    run = encode_record_run(
+        [b"ab", b"cd"], None, stamps, base_timestamp=BASE, first=0, time_runs=time_runs
+    )
+    assert run is None
