@@ -532,6 +532,7 @@ class BackgroundProducer:
         self._serializer, self._key_serializer = serializer, key_serializer
         # produce()'s inline path takes only values it need not convert.
         self._plain = serializer is None and key_serializer is None
+        self._plain_keyed = self._plain and self._key_hash is not None
         self._max_record = min(max_batch_bytes, max_request_size) - BATCH_OVERHEAD
         self._max_queued_messages = max_queued_messages
         self._max_buffer_bytes = max_buffer_bytes
@@ -600,13 +601,7 @@ class BackgroundProducer:
         timestamps, serializers, a full queue, every error) goes through
         :meth:`_produce`, which validates it all.
         """
-        if (
-            type(value) is bytes
-            and timestamp is None
-            and headers is None
-            and partition is None
-            and self._plain
-        ):
+        if type(value) is bytes and timestamp is None and headers is None and partition is None:
             # Two inline paths, one per case, each with only the checks it
             # needs (a shared path paid ~80 ns a message for the other's).
             # acquire() inside the try, release() in the finally, not `with`
@@ -619,7 +614,7 @@ class BackgroundProducer:
             if partition_key is None:
                 # Unkeyed: into the sticky partition's open batch.
                 size = len(value) + RECORD_OVERHEAD
-                if size <= self._max_record:
+                if size <= self._max_record and self._plain:
                     ts = _time_ns() // 1_000_000
                     sender = self._sender
                     acc = self._acc
@@ -637,8 +632,7 @@ class BackgroundProducer:
                             or acc.stage is not None  # staged keyed records go first
                             or sender.queued_messages >= self._max_queued_messages
                             or (queued_bytes := sender.queued_bytes + size) > self._max_buffer_bytes
-                            or sender.refusal is not None
-                            or self._closed
+                            or sender.refusal is not None  # (closed too: see close())
                         ):
                             future = None  # not the simple case: the full path decides
                         else:
@@ -681,7 +675,7 @@ class BackgroundProducer:
                         if full:
                             sender.network.wakeup()  # a full batch goes now
                         return future
-            elif type(partition_key) is bytes and self._key_hash is not None:
+            elif type(partition_key) is bytes and self._plain_keyed:
                 # Keyed, with a Java-compatible partitioner: into the
                 # accumulator's stage, whose records are placed in their
                 # partitions all at once (Accumulator.place_stage, every
@@ -695,25 +689,20 @@ class BackgroundProducer:
                 if size <= self._max_record:
                     ts = _time_ns() // 1_000_000
                     sender = self._sender
-                    acc = self._acc
-                    wake = False
                     lock = sender.lock
                     try:
                         lock.acquire()
-                        stage = acc.stage
+                        stage = self._acc.stage
                         if stage is None and self._topic.partitions:
                             # (A stage open already can be placed: the key placer
                             # keeps the last partition count it saw.)
-                            stage = acc.new_stage(_monotonic())
-                            # Placed within linger_ms: the sender may sleep longer.
-                            wake = True
+                            stage = self._acc.new_stage(_monotonic())
                         if (
                             stage is None  # no partitions known: the full path decides
                             or sender.queued_messages >= self._max_queued_messages
                             or (queued_bytes := sender.queued_bytes + size)
                             > self._max_buffer_bytes  # (computed once: see above)
-                            or sender.refusal is not None
-                            or self._closed
+                            or sender.refusal is not None  # (closed too: see close())
                         ):
                             future = None  # not the simple case: the full path decides
                         else:
@@ -738,15 +727,20 @@ class BackgroundProducer:
                                 future._callback = callback  # see the unkeyed path
                                 future._callbacks = None
                                 _watch(stage, future)
-                            if index >= _STAGE_LAST:  # the stage is full
-                                wake = acc.place_stage() or wake
+                            # The stage full: placed. Its index 0 when that made a
+                            # batch ready (for the wake-up below; the future has it).
+                            if index >= _STAGE_LAST and self._acc.place_stage():
+                                index = 0
                     finally:
                         try:  # noqa: SIM105
                             lock.release()
                         except RuntimeError:
                             pass
                     if future is not None:
-                        if wake:
+                        # A new stage must be placed within linger_ms, and the sender
+                        # may sleep longer; a ready batch goes now. (No flag for
+                        # either: two bytecodes less a message.)
+                        if not index:
                             sender.network.wakeup()
                         return future
         return self._produce(value, partition_key, timestamp, headers, partition, callback)
@@ -906,6 +900,9 @@ class BackgroundProducer:
         if self._closed:
             return
         self._closed = True
+        # produce()'s inline paths check only the refusal: a closed producer refuses.
+        if self._sender.refusal is None:
+            self._sender.refusal = "produce() on a closed producer"
         self._finalizer.detach()
         _shutdown(self._sender, self._delivery_timeout_s if timeout is None else timeout)
 
