@@ -69,6 +69,7 @@ class Accumulator:
         int_handles: bool = False,
         handles: bool = True,
         key_placer: KeyPlacer | None = None,
+        stage_gone: Callable[[ProducerBatch], None] | None = None,
     ) -> None:
         self.topic = topic
         self.max_records = max_records
@@ -95,6 +96,10 @@ class Accumulator:
         # them all at once. None when empty.
         self.stage: ProducerBatch | None = None
         self._key_placer = key_placer
+        # Told of a stage, its records still listed, when it stops being the
+        # stage: placed, or taken whole by take_all() (a front end's
+        # reservations for it returned: see ProducerBatch.stage_last).
+        self.stage_gone = stage_gone
 
     def __len__(self) -> int:
         return len(self.open_batches) + len(self._ready) + (self.stage is not None)
@@ -159,6 +164,8 @@ class Accumulator:
                 runs = segments.setdefault(pid, ([], []))
                 closed = self._extend(stage, pid, group, runs, mine) or closed
             stage.relocate(StageForward(ids, segments))
+            if self.stage_gone is not None:
+                self.stage_gone(stage)
         except BaseException:
             if stage.forward is None:  # relocated: the records are placed
                 self._unplace(stage, groups, before, ready)
@@ -377,6 +384,8 @@ class Accumulator:
             # Its size, which the front end's inline path does not keep per
             # record (only this needs it).
             stage.size = staged_size(stage.keys or [], stage.values)  # type: ignore[arg-type]
+            if self.stage_gone is not None:
+                self.stage_gone(stage)
             return [*rest, stage]
 
 

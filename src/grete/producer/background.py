@@ -267,8 +267,26 @@ class _Sender:
         waits for: a batch between the accumulator and the engine is in
         neither). Read without the lock, queued_messages first: a read
         racing _release, which lowers ``reported`` first, can only count
-        one too many (never report a pending message resolved)."""
+        one too many (never report a pending message resolved). Counts the
+        open stage's unused reservation too (see unused_slots): flush() places
+        the stage, which returns it."""
         return self.queued_messages - self.reported
+
+    def stage_gone(self, stage: ProducerBatch) -> None:
+        """The Accumulator's ``stage_gone`` (under the lock): the queue slots
+        produce() reserved for ``stage`` and its records did not take are
+        free again (see produce()'s keyed path)."""
+        unused = stage.stage_last + 1 - len(stage.values)
+        stage.stage_last = len(stage.values) - 1  # returned once
+        if unused > 0:
+            self.queued_messages -= unused
+            self.space.notify_all()
+
+    def unused_slots(self) -> int:
+        """Queue slots the open stage reserved that no record took yet,
+        counted in ``queued_messages`` (call under the lock)."""
+        stage = self.acc.stage
+        return 0 if stage is None else max(0, stage.stage_last + 1 - len(stage.values))
 
     # -- the sender thread -------------------------------------------------
 
@@ -572,6 +590,7 @@ class BackgroundProducer:
         )
         self._sender = sender = _Sender(self, cluster, engine)
         self._acc.owner = sender  # futures wait on the sender's condition
+        self._acc.stage_gone = sender.stage_gone  # returns the stage's reservations
         engine.on_done = sender.batch_done
         self._closed = False
         sender.thread.start()
@@ -696,18 +715,26 @@ class BackgroundProducer:
                         if stage is None and self._topic.partitions:
                             # (A stage open already can be placed: the key placer
                             # keeps the last partition count it saw.)
-                            stage = self._acc.new_stage(_monotonic())
+                            room = self._max_queued_messages - sender.queued_messages
+                            if room > 0:
+                                # Queue slots for its records reserved at once, not
+                                # counted one a message (an int made and freed each):
+                                # it is placed once they are taken, and those its
+                                # records leave are returned then (_Sender.stage_gone).
+                                stage = self._acc.new_stage(_monotonic())
+                                room = min(room, _STAGE_MAX)
+                                sender.queued_messages += room
+                                stage.stage_last = room - 1
                         if (
-                            stage is None  # no partitions known: the full path decides
-                            or sender.queued_messages >= self._max_queued_messages
+                            stage is None  # no partitions known, or no room: see the full path
                             or (queued_bytes := sender.queued_bytes + size)
                             > self._max_buffer_bytes  # (computed once: see above)
                             or sender.refusal is not None  # (closed too: see close())
+                            # Past its reservation: a stage that could not be placed.
+                            or (index := len(values := stage.values)) > stage.stage_last
                         ):
                             future = None  # not the simple case: the full path decides
                         else:
-                            values = stage.values
-                            index = len(values)
                             try:
                                 values.append(value)
                                 stage.timestamps.append(ts)  # type: ignore[union-attr]
@@ -715,7 +742,6 @@ class BackgroundProducer:
                                 # No calls from here to the end of the try (see above).
                                 # (No stage.size: only a stage failed whole needs it,
                                 # and Accumulator.take_all counts it then.)
-                                sender.queued_messages += 1
                                 sender.queued_bytes = queued_bytes
                             except BaseException:
                                 stage.truncate(index)  # see the unkeyed path
@@ -729,7 +755,7 @@ class BackgroundProducer:
                                 _watch(stage, future)
                             # The stage full: placed. Its index 0 when that made a
                             # batch ready (for the wake-up below; the future has it).
-                            if index >= _STAGE_LAST and self._acc.place_stage():
+                            if index >= stage.stage_last and self._acc.place_stage():
                                 index = 0
                     finally:
                         try:  # noqa: SIM105
@@ -798,6 +824,11 @@ class BackgroundProducer:
         with sender.lock:
             if sender.refusal is not None:  # the sender died since the check above
                 raise ProducerClosedError(sender.refusal)
+            acc = self._acc
+            # Staged keyed records were produced before this one: placed first,
+            # they stay first (and the queue slots their stage reserved and did
+            # not use are free again before the bounds are checked).
+            placed = acc.stage is not None and acc.place_stage()
             if (
                 sender.queued_messages >= self._max_queued_messages
                 or sender.queued_bytes + size > self._max_buffer_bytes
@@ -805,11 +836,10 @@ class BackgroundProducer:
                 self._wait_for_space(size)
                 if self._closed:
                     raise ProducerClosedError("produce() on a closed producer")
+                if acc.stage is not None:  # staged by another thread meanwhile
+                    placed = acc.place_stage() or placed
             sender.queued_messages += 1
             sender.queued_bytes += size
-            acc = self._acc
-            # Staged keyed records were produced before this one: placed first, they stay first.
-            placed = acc.stage is not None and acc.place_stage()
             full = acc.append(pid, k, v, h, ts, None, size, _monotonic()) or placed
             batch = acc.last
             assert batch is not None
@@ -889,7 +919,9 @@ class BackgroundProducer:
                 sender.flushing -= 1
 
     def _unreported(self) -> int:
-        return self._sender.unresolved
+        sender = self._sender
+        with sender.lock:
+            return sender.unresolved - sender.unused_slots()
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver or fail everything queued, then stop the sender thread.
@@ -914,8 +946,10 @@ class BackgroundProducer:
         """Counters and timings: messages/bytes sent, batches, retries, errors,
         queue depth, request latency percentiles (ms)."""
         out = self._metrics.snapshot()
-        out["queued_messages"] = self._sender.queued_messages
-        out["queued_bytes"] = self._sender.queued_bytes
+        sender = self._sender
+        with sender.lock:
+            out["queued_messages"] = sender.queued_messages - sender.unused_slots()
+            out["queued_bytes"] = sender.queued_bytes
         return out
 
     def __enter__(self) -> BackgroundProducer:
@@ -927,7 +961,6 @@ class BackgroundProducer:
 
 # produce() places the stage once it holds this many keyed records.
 _STAGE_MAX = 1024
-_STAGE_LAST = _STAGE_MAX - 1  # the index of its last record (see _last_index)
 
 
 def _key_placer(topic: Topic) -> KeyPlacer:

@@ -53,6 +53,7 @@ class ProducerBatch:
         "retry_at",
         "runs",
         "size",
+        "stage_last",
         "timestamps",
         "topic",
         "values",
@@ -108,6 +109,10 @@ class ProducerBatch:
         # whole, so an interrupt never leaves a count that disagrees with
         # the runs. None: none yet.
         self.runs: tuple[int, int, list[bytes]] | None = None
+        # A stage's only (see Accumulator.new_stage): the index its last record
+        # may take, one less than the queue slots its front end reserved for
+        # its records (the background producer's; -1: none).
+        self.stage_last = -1
 
     def __len__(self) -> int:
         return len(self.values)

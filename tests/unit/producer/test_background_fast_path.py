@@ -279,6 +279,61 @@ def test_queue_bound_holds_on_the_fast_path(cluster: Cluster) -> None:
         p.close(0.1)
 
 
+def test_queue_bound_holds_for_staged_messages(cluster: Cluster) -> None:
+    # A stage reserves queue slots for its records when it opens (up to the
+    # bound), and gives back those left unused when it is placed: the bound
+    # holds, and what the producer reports counts messages, not slots.
+    p = _producer(cluster, max_queued_messages=5, block_on_queue_full=False)
+    try:
+        for i in range(3):
+            p.produce(b"v", partition_key=b"k%d" % i)
+        assert p._sender.queued_messages == 5  # the stage's reservation
+        assert p.metrics()["queued_messages"] == 3
+        # The general path places the stage first: its 2 unused slots are free.
+        p.produce(b"v")
+        assert p._sender.queued_messages == 4 and p.metrics()["queued_messages"] == 4
+        p.produce(b"v", partition_key=b"k")  # a new stage, of the one slot left
+        for key in (b"k", None):
+            with pytest.raises(ProducerQueueFullError):
+                p.produce(b"v", partition_key=key)
+        assert p.metrics()["queued_messages"] == 5
+    finally:
+        p.close(0.1)
+
+
+def test_a_stage_reserves_at_most_its_size_and_flush_counts_messages(cluster: Cluster) -> None:
+    p = _producer(cluster, max_queued_messages=100_000)
+    try:
+        for i in range(10):
+            p.produce(b"v", partition_key=b"k%d" % i)
+        assert p._sender.queued_messages == _STAGE_MAX
+        assert p.metrics()["queued_messages"] == 10
+        assert p.flush(0.05) == 10  # the broker is a closed port: all unreported
+    finally:
+        p.close(0.1)
+
+
+def test_a_stage_that_cannot_be_placed_takes_no_record_past_its_reservation(
+    cluster: Cluster,
+) -> None:
+    p = _producer(cluster, max_queued_messages=3)
+
+    def broken(keys: list[bytes]) -> tuple[bytes, int]:
+        raise RuntimeError("placer broke")
+
+    p._acc._key_placer = broken
+    futures = [p.produce(b"v", partition_key=b"k%d" % i) for i in range(2)]
+    with pytest.raises(RuntimeError, match="placer broke"):
+        p.produce(b"v", partition_key=b"k2")  # its last slot: placed, which fails
+    with pytest.raises(RuntimeError, match="placer broke"):
+        p.produce(b"v", partition_key=b"k3")  # the general path tries again
+    stage = p._acc.stage
+    assert stage is not None and len(stage.values) == 3  # none past the reservation
+    p.close(0.5)
+    assert all(f.done() and "placer broke" in str(f.exception()) for f in futures)
+    assert p._sender.queued_messages == 0
+
+
 @pytest.mark.parametrize("keyed", [False, True], ids=["sticky-batch", "staged"])
 def test_callback_given_to_produce_runs_once(cluster: Cluster, keyed: bool) -> None:
     seen: list[DeliveryFuture] = []
