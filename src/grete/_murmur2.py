@@ -302,7 +302,10 @@ def _lanes_hash(keys: list[bytes], length: int) -> int:
             lanes[j::8] = joined[at + j :: length]
         k = (int.from_bytes(lanes, "little") * 0x5BD1E995) & mask
         k = (k ^ ((k >> 24) & mask)) * 0x5BD1E995
-        h = ((h * 0x5BD1E995) ^ k) & mask
+        if block:
+            h = ((h * 0x5BD1E995) ^ k) & mask
+        else:  # h is the same in every lane: its product too, one small int's
+            h = (_lanes_of(((SEED ^ length) * 0x5BD1E995) & 0xFFFFFFFF, n) ^ k) & mask
     rest = length & 3
     if rest:
         # Kafka's switch falls through: the tail bytes are xored in, then one multiply.
@@ -324,7 +327,7 @@ def _lanes_of(value: int, n: int) -> int:
     return int.from_bytes(value.to_bytes(8, "little") * n, "little")
 
 
-def murmur2_partition_ids(keys: list[bytes], count: int) -> bytes | None:
+def murmur2_partition_ids(keys: list[bytes], count: int, length: int | None = None) -> bytes | None:
     """``(murmur2(key) & 0x7fffffff) % count`` of each key, one byte each (the
     Java client's partition for the key), computed in lanes
     (:func:`_lanes_hash`), modulo included; None unless ``count`` is 1..256
@@ -340,10 +343,15 @@ def murmur2_partition_ids(keys: list[bytes], count: int) -> bytes | None:
     ``2**(32 - L)``) fits the ``33 - L`` bits a lane keeps after the shift.
     ``x - q * count`` borrows from no other lane, since ``q * count <= x``.
     ~0.1 us a key less than the extension's hashes and a Python modulo.
+
+    ``length``: the length every key has, when the caller knows it (a placed
+    stage's keys were measured for their sizes already): no pass to find it.
     """
     n = len(keys)
     if n < _LANES_MIN or not 1 <= count <= 256:
         return None
+    if length is not None:
+        return _lanes_modulo(_lanes_hash(keys, length), n, count)
     lengths = list(map(len, keys))
     first = lengths[0]
     if lengths.count(first) == n:

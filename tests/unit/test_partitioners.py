@@ -476,6 +476,8 @@ def test_lanes_partition_ids_match_the_java_partitioner(count: int, length: int)
     keys = [rnd.randbytes(length) for _ in range(300)]
     ids = _murmur2.murmur2_partition_ids(keys, count)
     assert ids == bytes(_java_partition(k, count) for k in keys)
+    # The caller's word for the length (a placed stage measured its keys).
+    assert _murmur2.murmur2_partition_ids(keys, count, length) == ids
 
 
 @pytest.mark.parametrize("count", [1, 3, 7, 128, 256])

@@ -35,10 +35,11 @@ def keyed_record_sizes(keys: list[bytes], values: list[bytes]) -> Iterator[int]:
     return map(add, map(add, map(len, keys), map(len, values)), _OVERHEADS)
 
 
-#: Keyed records to partition ids, for :meth:`Accumulator.place_stage`: each
-#: key's partition id, packed as ``grouping.packed_ids`` packs them, and the
+#: Keyed records to partition ids, for :meth:`Accumulator.place_stage`: given
+#: the keys and the length each has (None: not all one length), each key's
+#: partition id, packed as ``grouping.packed_ids`` packs them, and the
 #: partition count.
-KeyPlacer = Callable[[list[bytes]], "tuple[bytes | array[int], int]"]
+KeyPlacer = Callable[[list[bytes], "int | None"], "tuple[bytes | array[int], int]"]
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
@@ -126,10 +127,20 @@ class Accumulator:
         assert self._key_placer is not None
         keys: list[bytes] = stage.keys  # type: ignore[assignment]
         timestamps: list[int] = stage.timestamps  # type: ignore[assignment]
-        values, handles = stage.values, stage.handles
+        values: list[bytes] = stage.values  # type: ignore[assignment]  # bytes, as keys
+        handles = stage.handles
         # Everything that could fail comes first, while the stage is untouched:
         # a stage that cannot be placed stays whole, for take_all() to fail it.
-        ids, count = self._key_placer(keys)
+        # Keys and values of one length each (keys of one format, fixed-size
+        # payloads), checked once here: for the hashes, the sizes and the run
+        # encoder, none of which then looks again.
+        n = len(values)
+        klens = list(map(len, keys))
+        vlens = list(map(len, values))
+        klen = klens[0] if n else 0
+        one_klen = klens.count(klen) == n
+        lengths = (klen, vlens[0]) if n and one_klen and vlens.count(vlens[0]) == n else None
+        ids, count = self._key_placer(keys, klen if one_klen else None)
         truns = time_runs(timestamps) if type(ids) is bytes else None
         groups: list[tuple[int, list[Any], list[tuple[int, int]] | None]] = []
         for pid, take in grouped(ids, count):
@@ -162,7 +173,7 @@ class Accumulator:
             self.stage = None  # in the try: Python 3.10 may interrupt any line
             for pid, group, mine in groups:
                 runs = segments.setdefault(pid, ([], []))
-                closed = self._extend(stage, pid, group, runs, mine) or closed
+                closed = self._extend(stage, pid, group, runs, mine, lengths) or closed
             stage.relocate(StageForward(ids, segments))
             if self.stage_gone is not None:
                 self.stage_gone(stage)
@@ -202,29 +213,29 @@ class Accumulator:
         columns: list[Any],
         segments: tuple[list[int], list[tuple[ProducerBatch, int]]],
         truns: list[tuple[int, int]] | None = None,
+        lengths: tuple[int, int] | None = None,
     ) -> bool:
         """Append one partition's staged records (``columns``: keys, values,
         timestamps and maybe handles) to its open batch, opening and closing
         batches by ``max_records`` and ``max_bytes`` as append() does; notes
         in ``segments`` where each run of records went. ``truns``: their
-        timestamps as ``(value, count)`` runs, for the run encoder."""
+        timestamps as ``(value, count)`` runs, for the run encoder;
+        ``lengths``: the length of every key and every value, when the
+        caller found them all one."""
         keys, values, timestamps = columns[0], columns[1], columns[2]
         handles = columns[3] if len(columns) > 3 else None
         n = len(values)
         # The usual case first: the whole group fits the partition's open (or a
         # new) batch and leaves it open. Its size without a size per record,
-        # their running total and a bisect. Keys and values of one length
-        # each (keys of one format, fixed-size payloads) are checked here once,
-        # for the size and for the run encoder, which then skips its checks.
-        klens = list(map(len, keys))
-        vlens = list(map(len, values))
-        klen, vlen = klens[0], vlens[0]
-        lengths: tuple[int, int] | None = None
-        if klens.count(klen) == n and vlens.count(vlen) == n:
-            lengths = (klen, vlen)
-            total = n * (klen + vlen + RECORD_OVERHEAD)
+        # their running total and a bisect.
+        if lengths is not None:
+            total = n * (lengths[0] + lengths[1] + RECORD_OVERHEAD)
         else:
+            klens = list(map(len, keys))
+            vlens = list(map(len, values))
             total = sum(klens) + sum(vlens) + RECORD_OVERHEAD * n
+            if klens.count(klens[0]) == n and vlens.count(vlens[0]) == n:
+                lengths = (klens[0], vlens[0])  # one each in this partition
         batch = self.open_batches.get(pid)
         had = 0 if batch is None else len(batch.values)
         if (

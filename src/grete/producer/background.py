@@ -969,10 +969,10 @@ def _key_placer(topic: Topic) -> KeyPlacer:
     seen, should a metadata refresh ever leave the topic without partitions)."""
     last = [len(topic.partitions)]
 
-    def place(keys: list[bytes]) -> tuple[bytes | array[int], int]:
+    def place(keys: list[bytes], length: int | None) -> tuple[bytes | array[int], int]:
         partitions = len(topic.partitions) or last[0]
         last[0] = partitions
-        return java_ids(keys, partitions), partitions
+        return java_ids(keys, partitions, length), partitions
 
     return place
 

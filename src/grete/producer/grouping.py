@@ -48,12 +48,12 @@ def packed_ids(hashes: Iterable[int], count: int) -> bytes | array[int]:
     return bytes(pids) if count <= 256 else array("I", pids)
 
 
-def java_ids(keys: list[bytes], count: int) -> bytes | array[int]:
+def java_ids(keys: list[bytes], count: int, length: int | None = None) -> bytes | array[int]:
     """The Java client's partition for each key (murmur2, placed as
     :func:`packed_ids` places hashes): all at once in lanes when the keys
     have one length (:func:`grete._murmur2.murmur2_partition_ids`, the modulo
-    included), else the keys hashed one C call each."""
-    ids = murmur2_partition_ids(keys, count)
+    included, ``length`` passed on), else the keys hashed one C call each."""
+    ids = murmur2_partition_ids(keys, count, length)
     return ids if ids is not None else packed_ids(unsigned_murmur2_many(keys), count)
 
 

@@ -174,7 +174,7 @@ def _staging_acc(
         max_records=max_records,
         max_bytes=max_bytes,
         linger_s=linger_s,
-        key_placer=lambda keys: (packed_ids([int(k) for k in keys], count), count),
+        key_placer=lambda keys, _: (packed_ids([int(k) for k in keys], count), count),
     )
     new_stage = acc.new_stage
 
@@ -318,7 +318,7 @@ def test_stage_lingers_like_a_batch_and_is_placed_by_drain() -> None:
 
 
 def test_a_stage_that_cannot_be_placed_stays_whole_for_take_all() -> None:
-    def broken(keys: list[bytes]) -> tuple[bytes, int]:
+    def broken(keys: list[bytes], length: int | None) -> tuple[bytes, int]:
         raise RuntimeError("no partition count")
 
     acc = Accumulator("t", max_records=100, max_bytes=10_000, key_placer=broken)

@@ -199,7 +199,7 @@ def test_a_message_on_the_general_path_goes_after_staged_ones(cluster: Cluster) 
 def test_staged_messages_fail_rather_than_hang_if_placing_them_fails(cluster: Cluster) -> None:
     p = _producer(cluster, linger_ms=1)
 
-    def broken(keys: list[bytes]) -> tuple[bytes, int]:
+    def broken(keys: list[bytes], length: int | None) -> tuple[bytes, int]:
         raise RuntimeError("placer broke")
 
     p._acc._key_placer = broken
@@ -318,7 +318,7 @@ def test_a_stage_that_cannot_be_placed_takes_no_record_past_its_reservation(
 ) -> None:
     p = _producer(cluster, max_queued_messages=3)
 
-    def broken(keys: list[bytes]) -> tuple[bytes, int]:
+    def broken(keys: list[bytes], length: int | None) -> tuple[bytes, int]:
         raise RuntimeError("placer broke")
 
     p._acc._key_placer = broken
