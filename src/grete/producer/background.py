@@ -620,156 +620,166 @@ class BackgroundProducer:
         timestamps, serializers, a full queue, every error) goes through
         :meth:`_produce`, which validates it all.
         """
-        if type(value) is bytes and timestamp is None and headers is None and partition is None:
-            # Two inline paths, one per case, each with only the checks it
-            # needs (a shared path paid ~80 ns a message for the other's).
-            # acquire() inside the try, release() in the finally, not `with`
-            # (which costs ~0.12 us more a message). Safe against a
-            # KeyboardInterrupt only as written: CPython raises it after a
-            # call returns (or at a backward jump or function entry), so it
-            # lands either before acquire() took the lock (release() then
-            # raises RuntimeError: an RLock checks its owner) or inside the
-            # try. acquire() before the try leaked the lock: the sender froze.
-            if partition_key is None:
-                # Unkeyed: into the sticky partition's open batch.
-                size = len(value) + RECORD_OVERHEAD
-                if size <= self._max_record and self._plain:
-                    ts = _time_ns() // 1_000_000
-                    sender = self._sender
-                    acc = self._acc
-                    full = False
-                    lock = sender.lock
+        if (
+            type(value) is not bytes
+            or timestamp is not None
+            or headers is not None
+            or partition is not None
+        ):
+            return self._produce(value, partition_key, timestamp, headers, partition, callback)
+        # Two inline paths, one per case, each with only the checks it
+        # needs (a shared path paid ~80 ns a message for the other's).
+        # acquire() inside the try, release() in the finally, not `with`
+        # (which costs ~0.12 us more a message). Safe against a
+        # KeyboardInterrupt only as written: CPython raises it after a
+        # call returns (or at a backward jump or function entry), so it
+        # lands either before acquire() took the lock (release() then
+        # raises RuntimeError: an RLock checks its owner) or inside the
+        # try. acquire() before the try leaked the lock: the sender froze.
+        if partition_key is not None:
+            # Keyed, with a Java-compatible partitioner: into the
+            # accumulator's stage, whose records are placed in their
+            # partitions all at once (Accumulator.place_stage, every
+            # _STAGE_MAX records and when the stage has lingered). Hashing
+            # keys in bulk costs less per record, and keeps the GIL here:
+            # the extension releases it per call, which let the sender
+            # thread in after every message and cut batches short. Only
+            # this path appends to the stage (the full path places it
+            # first), so its key column is a list and it has no headers.
+            if type(partition_key) is not bytes or not self._plain_keyed:
+                return self._produce(value, partition_key, timestamp, headers, partition, callback)
+            size = len(value) + len(partition_key) + RECORD_OVERHEAD
+            if size > self._max_record:
+                return self._produce(value, partition_key, timestamp, headers, partition, callback)
+            ts = _time_ns() // 1_000_000
+            sender = self._sender
+            lock = sender.lock
+            try:
+                lock.acquire()
+                stage = self._acc.stage
+                if stage is None and self._topic.partitions:
+                    # (A stage open already can be placed: the key placer
+                    # keeps the last partition count it saw.)
+                    room = self._max_queued_messages - sender.queued_messages
+                    if room > 0:
+                        # Queue slots for its records reserved at once, not
+                        # counted one a message (an int made and freed each):
+                        # it is placed once they are taken, and those its
+                        # records leave are returned then (_Sender.stage_gone).
+                        stage = self._acc.new_stage(_monotonic())
+                        room = min(room, _STAGE_MAX)
+                        sender.queued_messages += room
+                        stage.stage_last = room - 1
+                if (
+                    stage is None  # no partitions known, or no room: see the full path
+                    or (queued_bytes := sender.queued_bytes + size)
+                    > self._max_buffer_bytes  # (computed once: see the unkeyed path)
+                    or sender.refusal is not None  # (closed too: see close())
+                    # Past its reservation: a stage that could not be placed.
+                    or (index := len(values := stage.values)) > stage.stage_last
+                ):
+                    future = None  # not the simple case: the full path decides
+                else:
                     try:
-                        lock.acquire()
-                        pid = self._sticky[0]
-                        batch = acc.open_batches.get(pid)  # type: ignore[arg-type]
-                        # The two new sizes computed once, each checked here and
-                        # stored below (each sum makes an int: ~150 instructions).
-                        if (
-                            batch is None
-                            or (batch_size := batch.size + size) > acc.max_bytes
-                            or acc.stage is not None  # staged keyed records go first
-                            or sender.queued_messages >= self._max_queued_messages
-                            or (queued_bytes := sender.queued_bytes + size) > self._max_buffer_bytes
-                            or sender.refusal is not None  # (closed too: see close())
-                        ):
-                            future = None  # not the simple case: the full path decides
-                        else:
-                            values = batch.values
-                            index = len(values)
-                            try:
-                                values.append(value)
-                                batch.timestamps.append(ts)  # type: ignore[union-attr]
-                                if batch.keys is not None:
-                                    batch.keys.append(None)
-                                if batch.headers is not None:
-                                    batch.headers.append(None)
-                                # No calls from here to the end of the try: nothing
-                                # can interrupt between these, nor after them within it.
-                                batch.size = batch_size
-                                sender.queued_messages += 1
-                                sender.queued_bytes = queued_bytes
-                            except BaseException:
-                                # A KeyboardInterrupt between two column appends:
-                                # undone, else every later record is misaligned.
-                                batch.truncate(index)
-                                raise
-                            future = DeliveryFuture()
-                            future._batch = batch
-                            future._index = index
-                            if callback is not None or self._watch_all:
-                                future._callback = callback  # both, on every watcher:
-                                future._callbacks = None  # see batch_done
-                                _watch(batch, future)  # under the lock: see _watch
-                            if index >= self._last_index:  # the batch is full
-                                acc.close(pid, batch)  # type: ignore[arg-type]
-                                full = True
-                    finally:
-                        # Not contextlib.suppress: its __enter__ is Python, interruptible.
-                        try:  # noqa: SIM105
-                            lock.release()
-                        except RuntimeError:  # acquire() was interrupted: not ours
-                            pass
-                    if future is not None:
-                        if full:
-                            sender.network.wakeup()  # a full batch goes now
-                        return future
-            elif type(partition_key) is bytes and self._plain_keyed:
-                # Keyed, with a Java-compatible partitioner: into the
-                # accumulator's stage, whose records are placed in their
-                # partitions all at once (Accumulator.place_stage, every
-                # _STAGE_MAX records and when the stage has lingered). Hashing
-                # keys in bulk costs less per record, and keeps the GIL here:
-                # the extension releases it per call, which let the sender
-                # thread in after every message and cut batches short. Only
-                # this path appends to the stage (the full path places it
-                # first), so its key column is a list and it has no headers.
-                size = len(value) + len(partition_key) + RECORD_OVERHEAD
-                if size <= self._max_record:
-                    ts = _time_ns() // 1_000_000
-                    sender = self._sender
-                    lock = sender.lock
-                    try:
-                        lock.acquire()
-                        stage = self._acc.stage
-                        if stage is None and self._topic.partitions:
-                            # (A stage open already can be placed: the key placer
-                            # keeps the last partition count it saw.)
-                            room = self._max_queued_messages - sender.queued_messages
-                            if room > 0:
-                                # Queue slots for its records reserved at once, not
-                                # counted one a message (an int made and freed each):
-                                # it is placed once they are taken, and those its
-                                # records leave are returned then (_Sender.stage_gone).
-                                stage = self._acc.new_stage(_monotonic())
-                                room = min(room, _STAGE_MAX)
-                                sender.queued_messages += room
-                                stage.stage_last = room - 1
-                        if (
-                            stage is None  # no partitions known, or no room: see the full path
-                            or (queued_bytes := sender.queued_bytes + size)
-                            > self._max_buffer_bytes  # (computed once: see above)
-                            or sender.refusal is not None  # (closed too: see close())
-                            # Past its reservation: a stage that could not be placed.
-                            or (index := len(values := stage.values)) > stage.stage_last
-                        ):
-                            future = None  # not the simple case: the full path decides
-                        else:
-                            try:
-                                values.append(value)
-                                stage.timestamps.append(ts)  # type: ignore[union-attr]
-                                stage.keys.append(partition_key)  # type: ignore[union-attr]
-                                # No calls from here to the end of the try (see above).
-                                # (No stage.size: only a stage failed whole needs it,
-                                # and Accumulator.take_all counts it then.)
-                                sender.queued_bytes = queued_bytes
-                            except BaseException:
-                                stage.truncate(index)  # see the unkeyed path
-                                raise
-                            future = DeliveryFuture()
-                            future._batch = stage
-                            future._index = index
-                            if callback is not None or self._watch_all:
-                                future._callback = callback  # see the unkeyed path
-                                future._callbacks = None
-                                _watch(stage, future)
-                            # The stage full: placed. Its index 0 when that made a
-                            # batch ready (for the wake-up below; the future has it).
-                            if index >= stage.stage_last and self._acc.place_stage():
-                                index = 0
-                    finally:
-                        try:  # noqa: SIM105
-                            lock.release()
-                        except RuntimeError:
-                            pass
-                    if future is not None:
-                        # A new stage must be placed within linger_ms, and the sender
-                        # may sleep longer; a ready batch goes now. (No flag for
-                        # either: two bytecodes less a message.)
-                        if not index:
-                            sender.network.wakeup()
-                        return future
-        return self._produce(value, partition_key, timestamp, headers, partition, callback)
+                        values.append(value)
+                        stage.timestamps.append(ts)  # type: ignore[union-attr]
+                        stage.keys.append(partition_key)  # type: ignore[union-attr]
+                        # No calls from here to the end of the try (see the unkeyed path).
+                        # (No stage.size: only a stage failed whole needs it,
+                        # and Accumulator.take_all counts it then.)
+                        sender.queued_bytes = queued_bytes
+                    except BaseException:
+                        stage.truncate(index)  # see the unkeyed path
+                        raise
+                    future = DeliveryFuture()
+                    future._batch = stage
+                    future._index = index
+                    if callback is not None or self._watch_all:
+                        future._callback = callback  # see the unkeyed path
+                        future._callbacks = None
+                        _watch(stage, future)
+                    # The stage full: placed. Its index 0 when that made a
+                    # batch ready (for the wake-up below; the future has it).
+                    if index >= stage.stage_last and self._acc.place_stage():
+                        index = 0
+            finally:
+                try:  # noqa: SIM105
+                    lock.release()
+                except RuntimeError:
+                    pass
+            if future is None:
+                return self._produce(value, partition_key, timestamp, headers, partition, callback)
+            # A new stage must be placed within linger_ms, and the sender may sleep
+            # longer; a ready batch goes now. (No flag for either: two bytecodes
+            # less a message.)
+            if not index:
+                sender.network.wakeup()
+            return future
+        # Unkeyed: into the sticky partition's open batch.
+        size = len(value) + RECORD_OVERHEAD
+        if size > self._max_record or not self._plain:
+            return self._produce(value, partition_key, timestamp, headers, partition, callback)
+        ts = _time_ns() // 1_000_000
+        sender = self._sender
+        acc = self._acc
+        full = False
+        lock = sender.lock
+        try:
+            lock.acquire()
+            pid = self._sticky[0]
+            batch = acc.open_batches.get(pid)  # type: ignore[arg-type]
+            # The two new sizes computed once, each checked here and
+            # stored below (each sum makes an int: ~150 instructions).
+            if (
+                batch is None
+                or (batch_size := batch.size + size) > acc.max_bytes
+                or acc.stage is not None  # staged keyed records go first
+                or sender.queued_messages >= self._max_queued_messages
+                or (queued_bytes := sender.queued_bytes + size) > self._max_buffer_bytes
+                or sender.refusal is not None  # (closed too: see close())
+            ):
+                future = None  # not the simple case: the full path decides
+            else:
+                values = batch.values
+                index = len(values)
+                try:
+                    values.append(value)
+                    batch.timestamps.append(ts)  # type: ignore[union-attr]
+                    if batch.keys is not None:
+                        batch.keys.append(None)
+                    if batch.headers is not None:
+                        batch.headers.append(None)
+                    # No calls from here to the end of the try: nothing
+                    # can interrupt between these, nor after them within it.
+                    batch.size = batch_size
+                    sender.queued_messages += 1
+                    sender.queued_bytes = queued_bytes
+                except BaseException:
+                    # A KeyboardInterrupt between two column appends:
+                    # undone, else every later record is misaligned.
+                    batch.truncate(index)
+                    raise
+                future = DeliveryFuture()
+                future._batch = batch
+                future._index = index
+                if callback is not None or self._watch_all:
+                    future._callback = callback  # both, on every watcher:
+                    future._callbacks = None  # see batch_done
+                    _watch(batch, future)  # under the lock: see _watch
+                if index >= self._last_index:  # the batch is full
+                    acc.close(pid, batch)  # type: ignore[arg-type]
+                    full = True
+        finally:
+            # Not contextlib.suppress: its __enter__ is Python, interruptible.
+            try:  # noqa: SIM105
+                lock.release()
+            except RuntimeError:  # acquire() was interrupted: not ours
+                pass
+        if future is None:
+            return self._produce(value, partition_key, timestamp, headers, partition, callback)
+        if full:
+            sender.network.wakeup()  # a full batch goes now
+        return future
 
     def _produce(
         self,
