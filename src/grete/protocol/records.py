@@ -374,7 +374,7 @@ def encode_batch(
         ) from None
 
     return _frame(
-        blob,
+        (blob,),
         n,
         base_timestamp,
         max_timestamp,
@@ -390,7 +390,7 @@ def encode_batch(
 
 
 def _frame(
-    blob: bytes,
+    pieces: Sequence[bytes],
     n: int,
     base_timestamp: int,
     max_timestamp: int,
@@ -403,9 +403,13 @@ def _frame(
     partition_leader_epoch: int = -1,
     base_offset: int = 0,
 ) -> bytes:
-    """The batch around ``blob``, its ``n`` records' section (compressed here)."""
+    """The batch around its ``n`` records' section, ``pieces`` joined
+    (compressed here). Uncompressed, the pieces are joined once, into the
+    batch, their checksum taken piece by piece: a batch framed from runs
+    (a few pieces, each many records) is copied once, not twice."""
     if compression is not CompressionType.NONE:
-        blob = compress(compression, blob, compression_level)
+        blob = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces = (compress(compression, blob, compression_level),)
     attributes = compression | (_ATTR_TRANSACTIONAL if is_transactional else 0)
     try:
         tail = _TAIL.pack(
@@ -418,13 +422,17 @@ def _frame(
             base_sequence,
             n,
         )
-        crc = crc32c(blob, crc32c(tail))
+        crc = crc32c(tail)
+        size = 0
+        for piece in pieces:
+            crc = crc32c(piece, crc)
+            size += len(piece)
         head = _HEAD.pack(
-            base_offset, len(blob) + BATCH_OVERHEAD - 12, partition_leader_epoch, _MAGIC, crc
+            base_offset, size + BATCH_OVERHEAD - 12, partition_leader_epoch, _MAGIC, crc
         )
     except struct.error as exc:
         raise ConfigurationError(f"batch header field out of range: {exc}") from None
-    return b"".join((head, tail, blob))
+    return b"".join((head, tail, *pieces))
 
 
 # --- runs: a batch's records encoded a part at a time ---------------------------------
@@ -540,7 +548,7 @@ def frame_record_runs(
     the same bytes :func:`encode_batch` makes of those records."""
     validate_level(compression, compression_level)
     return _frame(
-        b"".join((*runs, b"\x00")),
+        (*runs, b"\x00"),
         n,
         base_timestamp,
         base_timestamp + greatest_delta,
