@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any, cast
 
 from grete import _version
@@ -49,6 +50,9 @@ _ILLEGAL_SASL_STATE = 34
 _UNSUPPORTED_SASL_MECHANISM = 33
 
 _RECV_SIZE = 1 << 18
+# Pieces handed to one sendmsg, under Linux's IOV_MAX (1024; a Produce frame has a
+# few dozen); more go by the next sendmsg.
+_IOV_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,10 @@ class BrokerConnection:
             client_id=config.client_id, max_frame_size=config.max_response_size
         )
         self._out: deque[memoryview] = deque()
+        # Plaintext sockets write a frame's pieces with one sendmsg (scatter/
+        # gather): the records are copied into no frame buffer first. TLS
+        # sockets have no sendmsg: their frames are joined.
+        self._gather = config.ssl_context is None and hasattr(socket.socket, "sendmsg")
         self._in_flight: dict[int, Pending] = {}
         # Pending requests that expect no response (acks=0 Produce): done once written.
         self._unanswered: deque[tuple[int, Pending]] = deque()
@@ -289,10 +297,15 @@ class BrokerConnection:
             raise self.closed_error or KafkaConnectionError(
                 f"connection to {self.host}:{self.port} is closed"
             )
-        cid, frame = self._proto.send(request, expect_response=expect_response)
+        if self._gather:
+            cid, parts, size = self._proto.send_parts(request, expect_response=expect_response)
+            views = [memoryview(part) for part in parts if len(part)]
+        else:
+            cid, frame = self._proto.send(request, expect_response=expect_response)
+            views, size = [memoryview(frame)], len(frame)
         pending = Pending(request.api, cid, time.monotonic() + self.config.request_timeout_s)
-        self._out.append(memoryview(frame))
-        self._queued += len(frame)
+        self._out.extend(views)  # one C call: a frame is queued whole or not at all
+        self._queued += size
         if expect_response:
             self._in_flight[cid] = pending
         else:
@@ -305,14 +318,26 @@ class BrokerConnection:
         if sock is None:
             return
         try:
-            while out:
-                sent = sock.send(out[0])
-                self._written += sent
-                if sent == len(out[0]):
-                    out.popleft()
-                else:
-                    out[0] = out[0][sent:]
-                    break
+            if self._gather:
+                while out:
+                    sent = sock.sendmsg(list(islice(out, _IOV_MAX)))
+                    self._written += sent
+                    if not sent:
+                        break
+                    while out and sent >= len(out[0]):
+                        sent -= len(out.popleft())
+                    if sent:  # the socket took part of a piece: it is full
+                        out[0] = out[0][sent:]
+                        break
+            else:
+                while out:
+                    sent = sock.send(out[0])
+                    self._written += sent
+                    if sent == len(out[0]):
+                        out.popleft()
+                    else:
+                        out[0] = out[0][sent:]
+                        break
         except self._would_block:
             pass
         except OSError as exc:

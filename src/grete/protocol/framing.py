@@ -98,6 +98,14 @@ def _encode_frame(
 ) -> bytes:
     # Header, body parts and size prefix are joined once: the records blob of a
     # Produce request is copied exactly once, into the frame.
+    return b"".join(_encode_frame_parts(api, version, correlation_id, client_id, body)[0])
+
+
+def _encode_frame_parts(
+    api: Api, version: int, correlation_id: int, client_id: str | None, body: Mapping[str, Any]
+) -> tuple[list[Buffer], int]:
+    """The frame in pieces, size prefix first (the records blobs among them
+    as they are), and its length."""
     parts: list[Buffer] = [
         b"",  # size prefix, filled in below
         INT16.pack(api.key) + INT16.pack(version) + INT32.pack(correlation_id),
@@ -113,7 +121,7 @@ def _encode_frame(
     for part in parts:
         size += part.nbytes if isinstance(part, memoryview) else len(part)
     parts[0] = INT32.pack(size)
-    return b"".join(parts)
+    return parts, size + 4
 
 
 class ProtocolConnection:
@@ -151,17 +159,26 @@ class ProtocolConnection:
         ``expect_response=False`` is for Produce with ``acks=0``, which the
         broker never answers: nothing is queued for it.
         """
+        correlation_id, parts, _ = self.send_parts(request, expect_response)
+        return correlation_id, b"".join(parts)
+
+    def send_parts(
+        self, request: Request, expect_response: bool = True
+    ) -> tuple[int, list[Buffer], int]:
+        """:meth:`send`, the frame left in pieces to write in order (its
+        records blobs not copied into one buffer), and its length: for a
+        socket that writes many buffers at once (``sendmsg``)."""
         if self._failed is not None:
             raise self._failed
         correlation_id = self._next_id
         # Correlation ids are INT32 on the wire: wrap rather than overflow.
         self._next_id = 0 if correlation_id == _INT32_MAX else correlation_id + 1
-        frame = _encode_frame(
+        parts, size = _encode_frame_parts(
             request.api, request.version, correlation_id, self.client_id, request.body
         )
         if expect_response:
             self._pending.append((correlation_id, request.api, request.version))
-        return correlation_id, frame
+        return correlation_id, parts, size
 
     def receive_data(self, data: Buffer) -> list[Response]:
         """Feed received bytes; return the responses completed by them, in order."""
