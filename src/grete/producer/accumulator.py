@@ -55,6 +55,12 @@ def staged_size(keys: list[bytes], values: list[bytes]) -> int:
     return sum(map(len, keys)) + sum(map(len, values)) + RECORD_OVERHEAD * len(values)
 
 
+def _common(lengths: list[int]) -> int | None:
+    """The length every item has (``lengths``: one each), or None when they
+    differ or there are none. One C-level count."""
+    return lengths[0] if lengths and lengths.count(lengths[0]) == len(lengths) else None
+
+
 class Accumulator:
     """See the module docstring. Not thread-safe: callers hold their own lock."""
 
@@ -134,13 +140,10 @@ class Accumulator:
         # Keys and values of one length each (keys of one format, fixed-size
         # payloads), checked once here: for the hashes, the sizes and the run
         # encoder, none of which then looks again.
-        n = len(values)
-        klens = list(map(len, keys))
-        vlens = list(map(len, values))
-        klen = klens[0] if n else 0
-        one_klen = klens.count(klen) == n
-        lengths = (klen, vlens[0]) if n and one_klen and vlens.count(vlens[0]) == n else None
-        ids, count = self._key_placer(keys, klen if one_klen else None)
+        klen = _common(list(map(len, keys)))
+        vlen = _common(list(map(len, values)))
+        lengths = None if klen is None or vlen is None else (klen, vlen)
+        ids, count = self._key_placer(keys, klen)
         truns = time_runs(timestamps) if type(ids) is bytes else None
         groups: list[tuple[int, list[Any], list[tuple[int, int]] | None]] = []
         for pid, take in grouped(ids, count):
@@ -234,8 +237,9 @@ class Accumulator:
             klens = list(map(len, keys))
             vlens = list(map(len, values))
             total = sum(klens) + sum(vlens) + RECORD_OVERHEAD * n
-            if klens.count(klens[0]) == n and vlens.count(vlens[0]) == n:
-                lengths = (klens[0], vlens[0])  # one each in this partition
+            klen, vlen = _common(klens), _common(vlens)
+            if klen is not None and vlen is not None:
+                lengths = (klen, vlen)  # one each in this partition
         batch = self.open_batches.get(pid)
         had = 0 if batch is None else len(batch.values)
         if (

@@ -276,9 +276,9 @@ class _Sender:
         """The Accumulator's ``stage_gone`` (under the lock): the queue slots
         produce() reserved for ``stage`` and its records did not take are
         free again (see produce()'s keyed path)."""
-        unused = stage.stage_last + 1 - len(stage.values)
+        unused = _unused_slots(stage)
         stage.stage_last = len(stage.values) - 1  # returned once
-        if unused > 0:
+        if unused:
             self.queued_messages -= unused
             self.space.notify_all()
 
@@ -286,7 +286,7 @@ class _Sender:
         """Queue slots the open stage reserved that no record took yet,
         counted in ``queued_messages`` (call under the lock)."""
         stage = self.acc.stage
-        return 0 if stage is None else max(0, stage.stage_last + 1 - len(stage.values))
+        return 0 if stage is None else _unused_slots(stage)
 
     # -- the sender thread -------------------------------------------------
 
@@ -983,6 +983,11 @@ _STAGE_MAX = 1024
 # 10,000 msgs/s on one broker (acks=1, linger 5 ms): produce-to-ack p50 ~4.1 to
 # ~3.6 ms, p99 ~7.3 to ~6.6 ms (librdkafka, whose timers are finer: ~3.5 and 7-8.6).
 _HALF_TICK_S = 0.0005
+
+
+def _unused_slots(stage: ProducerBatch) -> int:
+    """Queue slots produce() reserved for ``stage`` that no record took."""
+    return max(0, stage.stage_last + 1 - len(stage.values))
 
 
 def _key_placer(topic: Topic) -> KeyPlacer:

@@ -469,7 +469,7 @@ def encode_record_run(
 
     ``lengths``: ``(key length, value length)`` when the caller has checked
     that every key and every value is ``bytes`` of that length (a placed
-    stage: see ``Accumulator._extend``); the checks here are then skipped.
+    stage: see ``Accumulator.place_stage``); the checks here are then skipped.
     ``time_runs``: ``timestamps`` as ``(value, count)`` runs, values rising
     (``grouping.time_runs``); the deltas are then a few repeats, not a
     subtraction per record.
