@@ -479,6 +479,8 @@ def encode_record_run(
     if n == 0 or end > _M:
         return None
     zigzags: list[bytes] | None = None
+    narrow: int | None = None
+    small: bytes | None = None
     if time_runs is None:
         small = _byte_deltas(timestamps, base_timestamp, n)
         if small is None:
@@ -489,7 +491,11 @@ def encode_record_run(
         dmax = deltas[-1][0]
         if deltas[0][0] < 0 or dmax > 255:
             return None
-        small = b"".join([bytes((delta,)) * count for delta, count in deltas])
+        # No delta per record: the zigzags below are repeats, and the wide
+        # heads (rising deltas) need only how many records come before the
+        # first two-byte delta.
+        if dmax >= _TS_NARROW:
+            narrow = sum([count for delta, count in deltas if delta < _TS_NARROW])
     if lengths is not None:
         klen, vlen = lengths
     else:
@@ -523,6 +529,7 @@ def encode_record_run(
         dmax >= _TS_NARROW,
         first,
         zigzags,
+        narrow,
     )
     if parts is None:
         return None
@@ -832,11 +839,12 @@ def _encode_uniform_ts(
     keys: Sequence[bytes] | None,
     klen: int,
     vlen: int,
-    deltas: Sequence[int],
+    deltas: Sequence[int] | None,
     n: int,
     wide: bool = False,
     first: int = 0,
     zigzags: list[bytes] | None = None,
+    narrow: int | None = None,
 ) -> list[bytes] | None:
     """:func:`_encode_uniform` for records whose timestamps differ by less than
     64 ms (what a producer appending as messages come gives): one more piece
@@ -849,7 +857,9 @@ def _encode_uniform_ts(
 
     ``first``: the offset delta of the first record (a run's, see
     :func:`encode_record_run`); the tables cover ``first + n`` offsets.
-    ``zigzags``: the deltas' zigzag varints, when the caller has them."""
+    ``zigzags``: the deltas' zigzag varints, when the caller has them; then
+    ``deltas`` may be None, with ``narrow`` (when ``wide``) the count of
+    records before the first two-byte delta, the deltas rising."""
     end = first + n
     top = _FIXED[4][end - 1] + _SIZE[vlen] + _SIZE[max(klen, -1)] + wide
     if top >= _L and not _fits(top):
@@ -859,7 +869,12 @@ def _encode_uniform_ts(
         both = _uniform_ts2_heads(klen, vlen, end)
         if both is None:
             return None
-        head_column = _wide_heads(both[2 * first : 2 * end] if first else both, deltas, n)
+        if narrow is not None:
+            split = 2 * (first + narrow)
+            head_column = both[2 * first : split : 2] + both[split + 1 : 2 * end : 2]
+        else:
+            assert deltas is not None
+            head_column = _wide_heads(both[2 * first : 2 * end] if first else both, deltas, n)
     else:
         head_column = heads[first:end]
     k = 4 if keys is None else 6
@@ -867,6 +882,7 @@ def _encode_uniform_ts(
     parts: list[bytes] = [b""] * (stop + 1)
     parts[0:stop:k] = head_column
     if zigzags is None:
+        assert deltas is not None
         zigzags = list(map(_LEN.__getitem__, deltas))
     parts[1:stop:k] = zigzags  # the deltas' zigzag varints
     parts[2:stop:k] = tails[first:end]
