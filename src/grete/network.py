@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import select
 import selectors
 import socket
 import threading
@@ -83,6 +84,13 @@ class _Connecting:
 # Network._claim: how long a claim shortens the poller's sleeps, and to what.
 _CLAIM_S = 0.2
 _CLAIM_POLL_S = 0.001
+
+# Network._select: the selector (epoll) sleeps whole milliseconds, rounded up,
+# so a wait for a linger deadline ended up to 1 ms late. Waits shorter than
+# this go through select(2), which sleeps to the microsecond; longer ones end
+# a millisecond early on epoll, and the caller's next poll waits out the rest.
+_FINE_WAIT_S = 0.002
+_TICK_S = 0.001
 
 
 class Network:
@@ -342,7 +350,7 @@ class Network:
             try:
                 if timeout > _CLAIM_POLL_S and time.monotonic() - self._claimed_at < _CLAIM_S:
                     timeout = _CLAIM_POLL_S  # see _claim
-                ready = self._selector.select(timeout)
+                ready = self._select(timeout)
             finally:
                 self._selecting = False
             # Awake: whatever a wakeup() before this point was for is seen by the
@@ -369,6 +377,31 @@ class Network:
             now = time.monotonic()
             for conn in active:
                 conn.check_timeouts(now)
+
+    def _select(self, timeout: float) -> list[tuple[selectors.SelectorKey, int]]:
+        """The selector's ``select(timeout)``, on time to the microsecond, not
+        the millisecond: see ``_FINE_WAIT_S``. Returning early is allowed
+        (``poll`` promises at most ``timeout``); returning late was what a
+        batch waiting out its ``linger_ms`` paid."""
+        if timeout >= _FINE_WAIT_S:
+            return self._selector.select(timeout - _TICK_S)
+        if timeout <= 0:
+            return self._selector.select(0)
+        keys = list(self._selector.get_map().values())
+        readers = [key.fileobj for key in keys if key.events & selectors.EVENT_READ]
+        writers = [key.fileobj for key in keys if key.events & selectors.EVENT_WRITE]
+        try:
+            readable, writable, _ = select.select(readers, writers, [], timeout)
+        except (ValueError, OSError):
+            # A descriptor select(2) cannot take (from FD_SETSIZE, 1024, on)
+            # or one closed under us: the selector copes with both.
+            return self._selector.select(timeout)
+        masks: dict[Any, int] = {}
+        for fileobj in readable:
+            masks[fileobj] = selectors.EVENT_READ
+        for fileobj in writable:
+            masks[fileobj] = masks.get(fileobj, 0) | selectors.EVENT_WRITE
+        return [(self._selector.get_key(fileobj), mask) for fileobj, mask in masks.items()]
 
     def wakeup(self) -> None:
         """Make a poll() in progress (in another thread) return now, or the next

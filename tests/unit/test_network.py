@@ -6,6 +6,7 @@ refused at once) or a tiny fake broker thread that answers ApiVersions.
 
 from __future__ import annotations
 
+import selectors
 import socket
 import ssl
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import grete.network as network_module
 from grete._backoff import backoff_ceiling
 from grete.connection import ConnectionConfig
 from grete.errors import ConfigurationError, KafkaConnectionError
@@ -285,6 +287,91 @@ def test_interrupt_inside_the_lock_releases_it(monkeypatch: pytest.MonkeyPatch) 
         other.start()
         other.join(5.0)
         assert got == [True]
+    finally:
+        net.close()
+
+
+# ---------------------------------------------------------------- waiting on time
+
+
+def _timed_polls(net: Network, timeout: float, rounds: int) -> list[float]:
+    elapsed = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        net.poll(timeout)
+        elapsed.append(time.perf_counter() - started)
+    return elapsed
+
+
+def test_short_waits_end_on_time_to_the_microsecond() -> None:
+    """epoll sleeps whole milliseconds, rounded up: a 1.3 ms wait took 2 ms,
+    and a batch waiting out its linger_ms left up to 1 ms late. select(2)
+    sleeps to the microsecond. The fastest of 20 waits shows it (a loaded
+    machine may stretch some, never shorten them)."""
+    net = _network(_closed_port())
+    try:
+        elapsed = _timed_polls(net, 0.0013, 20)
+    finally:
+        net.close()
+    assert min(elapsed) >= 0.0013
+    assert min(elapsed) < 0.0019, elapsed
+
+
+def test_long_waits_end_up_to_a_millisecond_early_never_late() -> None:
+    """Past _FINE_WAIT_S the wait is epoll's, a millisecond short (its rounding
+    up then ends it by the timeout): the caller's next poll waits out the rest."""
+    net = _network(_closed_port())
+    try:
+        elapsed = _timed_polls(net, 0.0105, 5)
+    finally:
+        net.close()
+    assert min(elapsed) >= 0.0085, elapsed
+    assert min(elapsed) < 0.0105, elapsed
+
+
+def test_a_fine_wait_reports_what_is_ready() -> None:
+    net = _network(_closed_port())
+    ours, theirs = socket.socketpair()
+    try:
+        net._selector.register(ours, selectors.EVENT_READ | selectors.EVENT_WRITE, "conn")
+        # Writable, not readable: one event, the write.
+        assert [(key.data, mask) for key, mask in net._select(0.001)] == [
+            ("conn", selectors.EVENT_WRITE)
+        ]
+        theirs.send(b"x")
+        net.wakeup()
+        ready = {key.data: mask for key, mask in net._select(0.001)}
+        assert ready == {
+            "conn": selectors.EVENT_READ | selectors.EVENT_WRITE,
+            None: selectors.EVENT_READ,  # the wake-up pipe
+        }
+    finally:
+        net._selector.unregister(ours)
+        ours.close()
+        theirs.close()
+        net.close()
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("filedescriptor out of range in select()"), OSError(9, "bad")]
+)
+def test_a_fine_wait_falls_back_to_the_selector(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """select(2) takes no descriptor from FD_SETSIZE (1024) on: an application
+    with many files open gives the sockets such numbers. The selector copes."""
+
+    def refuse(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(network_module.select, "select", refuse)
+    net = _network(_closed_port())
+    try:
+        assert net._select(0.001) == []
+        net.wakeup()
+        assert [(key.data, mask) for key, mask in net._select(0.001)] == [
+            (None, selectors.EVENT_READ)
+        ]
     finally:
         net.close()
 

@@ -298,8 +298,7 @@ class _Sender:
                 hold = self._holder(now)
                 with self.lock:
                     force = self.flushing > 0 or self.closing
-                    # Half the poll's resolution ahead (see _HALF_TICK_S): on time on average.
-                    batches = self.acc.drain(now + _HALF_TICK_S, force=force, hold=hold)
+                    batches = self.acc.drain(now, force=force, hold=hold)
                     deadline = self.acc.next_deadline(hold)
                     closing = self.closing
                 for batch in batches:
@@ -317,10 +316,8 @@ class _Sender:
                     with self.lock:
                         if not len(self.acc):
                             break
-                if deadline is None:
-                    timeout = 0.1
-                else:
-                    timeout = max(0.0, min(0.1, deadline - _HALF_TICK_S - now))
+                # (Waits end on time to the microsecond: see network._FINE_WAIT_S.)
+                timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - now))
                 self.driver.step(timeout)
         except BaseException as exc:  # never die silently with messages queued
             log.exception("sender thread failed")
@@ -975,14 +972,6 @@ class BackgroundProducer:
 
 # produce() places the stage once it holds this many keyed records.
 _STAGE_MAX = 1024
-
-# The sender's poll sleeps whole milliseconds, rounded up (epoll), so a batch it
-# woke up for at the end of its linger went out up to 1 ms late, 0.5 ms on
-# average. It wakes, and takes lingered batches, half a millisecond ahead: a batch
-# goes out within half a millisecond of its linger_ms, either side. Measured at
-# 10,000 msgs/s on one broker (acks=1, linger 5 ms): produce-to-ack p50 ~4.1 to
-# ~3.6 ms, p99 ~7.3 to ~6.6 ms (librdkafka, whose timers are finer: ~3.5 and 7-8.6).
-_HALF_TICK_S = 0.0005
 
 
 def _unused_slots(stage: ProducerBatch) -> int:
