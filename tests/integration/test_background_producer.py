@@ -259,6 +259,26 @@ def test_undrained_reports_block_produce_until_read(
         p.close(timeout=10)
 
 
+def test_a_lone_message_waits_out_linger_ms_and_no_longer(
+    kafka_cluster: Any, client: KafkaClient, topic: str
+) -> None:
+    """linger_ms as Java's: a batch nothing fills leaves once its first record
+    has waited linger_ms, never before (the sender's waits end on time to the
+    microsecond, not rounded to whole milliseconds either way), and soon after."""
+    linger_s = 0.1
+    with client.topics[topic].get_producer(linger_ms=int(linger_s * 1000)) as p:
+        p.produce(b"warm-up").result(timeout=10)  # connected, metadata known
+        waits = []
+        for i in range(3):  # one batch each, in turn
+            acked = threading.Event()
+            started = time.perf_counter()
+            p.produce(b"lone-%d" % i, callback=lambda _f, e=acked: e.set())
+            assert acked.wait(10)
+            waits.append(time.perf_counter() - started)
+    assert min(waits) >= linger_s, waits
+    assert max(waits) < linger_s + 1.0, waits
+
+
 def test_garbage_collected_producer_warns_and_still_delivers(
     kafka_cluster: Any, client: KafkaClient, topic: str
 ) -> None:
