@@ -463,7 +463,7 @@ class BackgroundProducer:
 
     :param required_acks: -1 by default (as Kafka 4's Java client), idempotent.
     :param linger_ms: how long a batch may wait to fill up (a float: fractions
-        of a millisecond count; a lingered batch leaves within some 0.1 ms of it).
+        of a millisecond count; a lingered batch typically leaves within 0.1 ms of it).
     :param batch_size: the most messages per batch; ``max_batch_bytes`` the most bytes.
     :param max_queued_messages: bound on messages not yet reported
         (acknowledged, failed, or, with ``delivery_reports``, read)...
