@@ -89,6 +89,9 @@ class Pending:
         self.done = False
 
     def add_callback(self, fn: Callable[[Pending], None]) -> None:
+        """Call ``fn(self)`` once done (now, if done already). Not atomic
+        against :meth:`_finish` on another thread: attach it under the
+        network's lock (``Network.send(callback=)``) when others may poll."""
         if self.done:
             fn(self)
         elif self.callbacks is None:
@@ -99,8 +102,10 @@ class Pending:
     def _finish(self, response: Response | None, error: KafkaError | None) -> None:
         if self.done:
             return
-        self.done = True
+        # The outcome first, then done: another thread reading done (a waiter
+        # in Network.wait, a driver's metadata check) reads the outcome next.
         self.response, self.error = response, error
+        self.done = True
         callbacks, self.callbacks = self.callbacks, None
         for fn in callbacks or ():
             fn(self)

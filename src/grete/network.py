@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import select
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import Any
 
 from grete._backoff import backoff_ceiling
@@ -93,6 +95,25 @@ _FINE_WAIT_S = 0.002
 _TICK_S = 0.001
 
 
+_FORKED = "this client was created in another process (fork); create a new KafkaClient here"
+
+# Networks of this process: a child after fork() shares their sockets with the
+# parent, and must not write a byte on them (its frames would interleave with
+# the parent's), so they are closed to it there.
+_live_networks: weakref.WeakSet[Network] = weakref.WeakSet()
+
+
+def _close_forked() -> None:
+    for network in list(_live_networks):
+        network._closed = True
+        network._closed_why = _FORKED
+        # A lock the parent's poller held at the fork stays held here for ever.
+        network.lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_close_forked)
+
+
 class Network:
     """Connections by node id; see the module docstring. Thread-safe: one lock
     guards the sockets, held for one short poll round at a time."""
@@ -123,6 +144,7 @@ class Network:
         self._selecting = False
         self._poller: int | None = None
         self._closed = False
+        self._closed_why = "client is closed"
         # Self-pipe: lets another thread interrupt a poll() sleeping in select().
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -131,6 +153,7 @@ class Network:
         # A wakeup was written since the poller last woke up: no need for another
         # (see wakeup()).
         self._wake_pending = False
+        _live_networks.add(self)
 
     # -- addresses ---------------------------------------------------------
 
@@ -170,7 +193,7 @@ class Network:
         """
         with self.lock:
             if self._closed:
-                raise KafkaConnectionError("client is closed")
+                raise KafkaConnectionError(self._closed_why)
             conn = self._conns.get(node_id)
             if conn is not None and conn.connected:
                 return conn
@@ -277,6 +300,8 @@ class Network:
         conn.close(KafkaConnectionError(f"interrupted during I/O: {exc!r}"))
 
     def _unregister(self, conn: BrokerConnection) -> None:
+        if self._closed_why is _FORKED:
+            return  # the parent's registration (see close)
         if conn in self._registered:
             del self._registered[conn]
             with contextlib.suppress(KeyError, ValueError, OSError):
@@ -293,17 +318,24 @@ class Network:
         cap: int | None = None,
         expect_response: bool = True,
         wait_connect: bool = True,
+        callback: Callable[[Pending], None] | None = None,
     ) -> Pending:
         """Send ``api`` at the best version the broker speaks (at most ``cap``).
         ``wait_connect=False``: raise :class:`StillConnecting` rather than wait
-        for a handshake."""
+        for a handshake. ``callback(pending)`` runs once it is done, on
+        whichever thread completes it (any thread polling this network)."""
         self.connection(node_id, wait=wait_connect)
         self._claim()
         with self.lock:
             # Under the lock: the connection may have broken in between.
             conn = self.connection(node_id, wait=False)
             version = conn.version(api, cap)
-            return conn.send(Request(api, version, body), expect_response=expect_response)
+            pending = conn.send(Request(api, version, body), expect_response=expect_response)
+            if callback is not None:
+                # Under the lock too: only a poller (holding it) completes a
+                # request, so the callback is never missed.
+                pending.add_callback(callback)
+            return pending
 
     def request(
         self, node_id: int, api: Api, body: Mapping[str, Any], *, cap: int | None = None
@@ -326,12 +358,21 @@ class Network:
             self.poll(min(left, 0.1))
             todo = [p for p in todo if not p.done]
 
-    def poll(self, timeout: float) -> None:
+    def poll(self, timeout: float, inbox: Sized = ()) -> None:
         """One round of I/O over every connection with work to do; returns
-        after ``timeout`` seconds at most, or at once after :meth:`wakeup`."""
+        after ``timeout`` seconds at most, or at once after :meth:`wakeup`.
+
+        ``inbox``: where the caller's request callbacks leave answers (see
+        ``Driver``). Another thread's poll may have completed the caller's
+        requests since it last looked; a non-empty inbox makes this poll
+        sleep not at all. Checked under the lock: from then until the
+        select() returns, nobody else can complete a request.
+        """
         with self.lock:
             if self._closed:
-                raise KafkaConnectionError("client is closed")
+                raise KafkaConnectionError(self._closed_why)
+            if inbox:
+                timeout = 0.0
             active = [
                 c for c in self._conns.values() if c.connected and (c.in_flight or c.wants_write)
             ]
@@ -450,6 +491,11 @@ class Network:
                 self.wakeup()
 
     def close(self) -> None:
+        if self._closed_why is _FORKED:
+            # The sockets and the epoll instance are the parent's too: an
+            # unregister here (epoll_ctl DEL) would silence the parent's
+            # connections. The child's descriptors go when it exits.
+            return
         with self.lock:
             self._closed = True
             for node_id in list(self._conns):

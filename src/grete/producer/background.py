@@ -54,6 +54,21 @@ _live_senders: weakref.WeakSet[_Sender] = weakref.WeakSet()
 def _mark_forked() -> None:
     for sender in list(_live_senders):
         sender.refusal = _FORKED
+        # Fresh locks: one the parent's sender thread held at the fork stays
+        # held here for ever (that thread is not in this process), and every
+        # call that takes it, produce() included, would hang instead of
+        # raising. Safe: this runs before the child has other threads.
+        sender.lock = threading.RLock()
+        sender.space = threading.Condition(sender.lock)
+        sender.done_lock = threading.Lock()
+        sender.done_cond = threading.Condition(sender.done_lock)
+
+
+def _refuse_if_forked(sender: _Sender) -> None:
+    """Raise in a forked child, for calls that would wait for the parent's
+    sender thread (it does not run here: they would wait for ever)."""
+    if sender.refusal is _FORKED:
+        raise ProducerClosedError(_FORKED)
 
 
 _FORKED = "this producer was started in another process (fork); create a new one here"
@@ -140,6 +155,7 @@ class DeliveryFuture:
         if outcome is not None:
             return batch, index, outcome
         owner = batch.owner
+        _refuse_if_forked(owner)
         cond = owner.done_cond
         deadline = None if timeout is None else time.monotonic() + timeout
         with owner.done_lock:  # see _Sender.done_lock
@@ -172,6 +188,7 @@ class DeliveryFuture:
     def add_done_callback(self, fn: Callback) -> None:
         if not self.done():
             sender = self._batch.owner
+            _refuse_if_forked(sender)
             # Under done_cond: the sender sets outcomes, takes a batch's
             # watchers and moves them (relocated) under it, so fn is either
             # seen there or called here. Under the sender's lock first: see _watch.
@@ -337,6 +354,8 @@ class _Sender:
             engine.fail_all(error)
         finally:
             self.stopped.set()
+            with self.lock:
+                self.space.notify_all()  # a produce() waiting for room: see _wait_for_space
 
     def _holder(self, now: float) -> Callable[[ProducerBatch], bool]:
         """Which lingered batches stay open and filling: those whose partition
@@ -847,8 +866,8 @@ class BackgroundProducer:
                 or sender.queued_bytes + size > self._max_buffer_bytes
             ):
                 self._wait_for_space(size)
-                if self._closed:
-                    raise ProducerClosedError("produce() on a closed producer")
+                if sender.refusal is not None:  # closed, or the sender died, meanwhile
+                    raise ProducerClosedError(sender.refusal)
                 if acc.stage is not None:  # staged by another thread meanwhile
                     placed = acc.place_stage() or placed
             sender.queued_messages += 1
@@ -889,6 +908,8 @@ class BackgroundProducer:
             sender.queued_messages >= self._max_queued_messages
             or sender.queued_bytes + size > self._max_buffer_bytes
         ):
+            if sender.refusal is not None:  # closed meanwhile, or the sender died
+                raise ProducerClosedError(sender.refusal)
             left = deadline - time.monotonic()
             if left <= 0 or sender.stopped.is_set():
                 raise ProducerQueueFullError(
@@ -901,6 +922,7 @@ class BackgroundProducer:
         self, block: bool = True, timeout: float | None = None
     ) -> tuple[DeliveryFuture, KafkaError | None]:
         """pykafka's delivery reports: ``(future, error)``; raises ``queue.Empty``."""
+        _refuse_if_forked(self._sender)
         reports = self._sender.reports
         if reports is None:
             raise ConfigurationError(
@@ -914,6 +936,7 @@ class BackgroundProducer:
         """Send everything queued and wait for its reports; returns how many
         messages are still unreported (0 unless ``timeout`` ran out)."""
         sender = self._sender
+        _refuse_if_forked(sender)
         deadline = None if timeout is None else time.monotonic() + timeout
         with sender.lock:
             sender.flushing += 1
@@ -945,10 +968,12 @@ class BackgroundProducer:
         if self._closed:
             return
         self._closed = True
+        self._finalizer.detach()
+        if self._sender.refusal is _FORKED:
+            return  # the parent's: its sender thread delivers, in the parent
         # produce()'s inline paths check only the refusal: a closed producer refuses.
         if self._sender.refusal is None:
             self._sender.refusal = "produce() on a closed producer"
-        self._finalizer.detach()
         _shutdown(self._sender, self._delivery_timeout_s if timeout is None else timeout)
 
     def stop(self) -> None:
@@ -1022,6 +1047,7 @@ def _shutdown(sender: _Sender, timeout: float) -> None:
 
     def mark_closing() -> bool:
         sender.closing = True
+        sender.space.notify_all()  # a produce() waiting for room: refused now
         return True
 
     if not _under_lock(sender, wait, mark_closing):
@@ -1060,6 +1086,8 @@ def _under_lock(sender: _Sender, timeout: float, fn: Callable[[], T]) -> T | Non
 
 
 def _abandoned(sender: _Sender) -> None:
+    if sender.refusal is _FORKED:
+        return  # a forked child's copy: the parent delivers (or warns)
     if sender.queued_messages or not sender.stopped.is_set():
         warnings.warn(
             "a grete BackgroundProducer was garbage-collected without close(); "

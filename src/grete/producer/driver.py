@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from grete.cluster import Cluster
 from grete.connection import Pending
-from grete.errors import KafkaConnectionError, KafkaError, error_for_code
+from grete.errors import KafkaConnectionError, KafkaError, StillConnecting, error_for_code
 from grete.producer.engine import Plan, ProduceEngine
 from grete.protocol import messages as m
 from grete.protocol.errors import error_info
@@ -35,6 +36,12 @@ class Driver:
         self._metadata_pending: Pending | None = None
         self._next_pid_try = 0.0
         self._pid_failures = 0
+        self._pid_pending: Pending | None = None
+        # Answers to this engine's requests, left by whichever thread polled
+        # the network when they came (the network is the client's, shared by
+        # its producers and its metadata calls) and handed to the engine in
+        # step(), on the thread that drives it: the engine is not thread-safe.
+        self._landed: deque[tuple[Plan, Pending]] = deque()
 
     def leader_of(self, topic: str, partition: int) -> int | None:
         t = self.cluster._topics.get(topic)
@@ -44,9 +51,12 @@ class Driver:
     def step(self, timeout: float) -> None:
         """Send what is ready, then wait up to ``timeout`` for answers."""
         engine = self.engine
+        self._take_landed()
         now = time.monotonic()
         if self._metadata_pending is not None and self._metadata_pending.done:
             self._metadata_landed(self._metadata_pending)
+        if self._pid_pending is not None and self._pid_pending.done:
+            self._pid_landed(self._pid_pending)
         if (
             self._metadata_pending is None
             and now >= self._next_metadata
@@ -58,7 +68,12 @@ class Driver:
             # Asked for by an error, or the periodic refresh (metadata_max_age_ms)
             # that finds new partitions and moved leaders before any error does.
             self._refresh_metadata(now)
-        if engine.needs_producer_id and engine.in_flight == 0 and now >= self._next_pid_try:
+        if (
+            engine.needs_producer_id
+            and engine.in_flight == 0
+            and self._pid_pending is None
+            and now >= self._next_pid_try
+        ):
             self._init_producer_id()
         # One request built at a time, each framed before the next is built.
         for plan in engine.plans(time.monotonic(), self.leader_of):
@@ -67,7 +82,20 @@ class Driver:
         wake = engine.next_retry_at(now)
         if wake is not None:
             timeout = max(0.0, min(timeout, wake - now))
-        self.network.poll(timeout)
+        self.network.poll(timeout, self._landed)
+        self._take_landed()
+
+    def _take_landed(self) -> None:
+        """Hand the answers that came to the engine (see ``_landed``)."""
+        landed, engine = self._landed, self.engine
+        while landed:
+            plan, p = landed.popleft()
+            # The engine ignores answers to plans it has abandoned.
+            if p.error is not None:
+                engine.on_transport_error(plan, p.error, time.monotonic(), sent=True)
+            else:
+                body = None if p.response is None else p.response.body
+                engine.on_response(plan, body, time.monotonic())
 
     def _refresh_metadata(self, now: float) -> None:
         """Send a Metadata request without waiting for it (a silent broker
@@ -102,13 +130,15 @@ class Driver:
         """Send one Produce request; its answer is handled when it lands."""
         engine = self.engine
         try:
-            pending = self.network.send(
+            self.network.send(
                 plan.node_id,
                 m.PRODUCE,
                 plan.body,
                 cap=PRODUCE_MAX_VERSION,
                 expect_response=plan.expect_response,
                 wait_connect=False,
+                # Its answer is queued, not handled, by whoever polls: see _landed.
+                callback=lambda p: self._landed.append((plan, p)),
             )
         except KafkaConnectionError as exc:
             # Nothing left the machine: the batches were certainly not written.
@@ -141,16 +171,6 @@ class Driver:
         for batch in plan.batches:
             batch.release_encoding()
 
-        def landed(p: Pending) -> None:
-            # The engine ignores answers to plans it has abandoned.
-            if p.error is not None:
-                engine.on_transport_error(plan, p.error, time.monotonic(), sent=True)
-            else:
-                body = None if p.response is None else p.response.body
-                engine.on_response(plan, body, time.monotonic())
-
-        pending.add_callback(landed)
-
     def abandon_in_flight(self, error: KafkaError) -> None:
         """Stop waiting for every unanswered request (a producer closing out
         of time, a call interrupted): their batches get ``error``, maybe
@@ -158,7 +178,10 @@ class Driver:
         self.engine.abandon_in_flight(error, time.monotonic())
 
     def _init_producer_id(self) -> None:
-        """InitProducerId: a first identity, or an epoch bump (KIP-360) of ours."""
+        """Send InitProducerId (a first identity, or an epoch bump of ours,
+        KIP-360) without waiting: the sender thread must go on expiring
+        batches and serving close() while a broker is slow to answer. Its
+        answer is applied by a later step (:meth:`_pid_landed`)."""
         engine = self.engine
         body: dict[str, Any] = {
             "transactional_id": engine.transactional_id,
@@ -168,22 +191,42 @@ class Driver:
         }
         nodes = self.cluster.network.known_nodes or [-1]
         try:
-            response = self.network.request(
-                nodes[self._pid_failures % len(nodes)], m.INIT_PRODUCER_ID, body
+            self._pid_pending = self.network.send(
+                nodes[self._pid_failures % len(nodes)],
+                m.INIT_PRODUCER_ID,
+                body,
+                wait_connect=False,
             )
+        except StillConnecting:
+            # Not a failure: the connect thread wakes the poll when it is done.
+            return
+        except KafkaError as exc:
+            self._pid_failed(exc)
+
+    def _pid_landed(self, pending: Pending) -> None:
+        self._pid_pending = None
+        engine = self.engine
+        try:
+            response = pending.result()
             code = response["error_code"]
             if code != 0:
                 raise error_for_code(code, "InitProducerId")
         except KafkaError as exc:
-            self._pid_failures += 1
-            retriable = exc.retriable or error_info(getattr(exc, "code", -1)).retriable
-            if not retriable or self._pid_failures > engine.max_retries + 3:
-                log.error("cannot obtain a producer id: %s", exc)
-                engine.fail_all(exc)
-                self._pid_failures = 0
-                return
-            self._next_pid_try = time.monotonic() + engine.retry_backoff_s * self._pid_failures
+            self._pid_failed(exc)
             return
         self._pid_failures = 0
         log.debug("producer id %s epoch %s", response["producer_id"], response["producer_epoch"])
         engine.set_producer_id(response["producer_id"], response["producer_epoch"])
+
+    def _pid_failed(self, exc: KafkaError) -> None:
+        """Try again (another broker, after a backoff), or fail every batch
+        waiting for an identity once retrying is hopeless."""
+        engine = self.engine
+        self._pid_failures += 1
+        retriable = exc.retriable or error_info(getattr(exc, "code", -1)).retriable
+        if not retriable or self._pid_failures > engine.max_retries + 3:
+            log.error("cannot obtain a producer id: %s", exc)
+            engine.fail_all(exc)
+            self._pid_failures = 0
+            return
+        self._next_pid_try = time.monotonic() + engine.retry_backoff_s * self._pid_failures
