@@ -73,14 +73,24 @@ class Pending:
     Kept tiny and lock-free: it is completed by whoever polls the connection.
     """
 
-    __slots__ = ("api", "callbacks", "correlation_id", "deadline", "done", "error", "response")
+    __slots__ = (
+        "api",
+        "callbacks",
+        "correlation_id",
+        "deadline",
+        "done",
+        "error",
+        "response",
+        "timeout",
+    )
 
-    def __init__(self, api: Api, correlation_id: int, deadline: float) -> None:
+    def __init__(self, api: Api, correlation_id: int, deadline: float, timeout: float) -> None:
         # The API only, not the request: its body (a Produce request's record
         # batches) can go as soon as it is framed, not when the answer comes.
         self.api = api
         self.correlation_id = correlation_id
         self.deadline = deadline
+        self.timeout = timeout  # (for the error message)
         self.response: Response | None = None
         self.error: KafkaError | None = None
         self.callbacks: list[Callable[[Pending], None]] | None = None
@@ -296,8 +306,12 @@ class BrokerConnection:
 
     # -- pipelined traffic -------------------------------------------------
 
-    def send(self, request: Request, expect_response: bool = True) -> Pending:
-        """Queue ``request``; its frame goes out as the socket takes it."""
+    def send(
+        self, request: Request, expect_response: bool = True, timeout: float | None = None
+    ) -> Pending:
+        """Queue ``request``; its frame goes out as the socket takes it. It
+        must be answered within ``timeout`` seconds (at most, and by default,
+        the request timeout), or the connection closes (see check_timeouts)."""
         if self._sock is None:
             raise self.closed_error or KafkaConnectionError(
                 f"connection to {self.host}:{self.port} is closed"
@@ -308,7 +322,10 @@ class BrokerConnection:
         else:
             cid, frame = self._proto.send(request, expect_response=expect_response)
             views, size = [memoryview(frame)], len(frame)
-        pending = Pending(request.api, cid, time.monotonic() + self.config.request_timeout_s)
+        limit = self.config.request_timeout_s
+        if timeout is not None and timeout < limit:
+            limit = timeout
+        pending = Pending(request.api, cid, time.monotonic() + limit, limit)
         self._out.extend(views)  # one C call: a frame is queued whole or not at all
         self._queued += size
         if expect_response:
@@ -381,17 +398,20 @@ class BrokerConnection:
                 return
 
     def check_timeouts(self, now: float) -> None:
-        """Kafka answers in order, so the oldest request is the first to time out;
-        a timed-out request leaves the stream unusable, as in the Java client."""
+        """A timed-out request leaves the stream unusable, as in the Java
+        client: the connection closes. Every request is looked at, not only
+        the oldest: a later one may have a shorter timeout (a produce request
+        bounded by its batches' delivery timeout). A few at most per
+        connection (max_in_flight)."""
         for pending in self._in_flight.values():
             if pending.deadline <= now:
                 self.close(
                     KafkaTimeoutError(
                         f"{self.host}:{self.port} did not answer {pending.api.name} "
-                        f"within {self.config.request_timeout_s:.1f}s"
+                        f"within {pending.timeout:.1f}s"
                     )
                 )
-            break
+                return
 
     def close(self, error: KafkaError | None = None) -> None:
         """Close the socket and fail every request still waiting."""

@@ -319,18 +319,23 @@ class Network:
         expect_response: bool = True,
         wait_connect: bool = True,
         callback: Callable[[Pending], None] | None = None,
+        timeout: float | None = None,
     ) -> Pending:
         """Send ``api`` at the best version the broker speaks (at most ``cap``).
         ``wait_connect=False``: raise :class:`StillConnecting` rather than wait
         for a handshake. ``callback(pending)`` runs once it is done, on
-        whichever thread completes it (any thread polling this network)."""
+        whichever thread completes it (any thread polling this network).
+        ``timeout``: answered within it, or the connection closes (default and
+        longest: the request timeout)."""
         self.connection(node_id, wait=wait_connect)
         self._claim()
         with self.lock:
             # Under the lock: the connection may have broken in between.
             conn = self.connection(node_id, wait=False)
             version = conn.version(api, cap)
-            pending = conn.send(Request(api, version, body), expect_response=expect_response)
+            pending = conn.send(
+                Request(api, version, body), expect_response=expect_response, timeout=timeout
+            )
             if callback is not None:
                 # Under the lock too: only a poller (holding it) completes a
                 # request, so the callback is never missed.

@@ -24,6 +24,13 @@ log = logging.getLogger("grete.producer")
 # Produce v13 names topics by id; grete speaks up to v12.
 PRODUCE_MAX_VERSION = 12
 
+# The shortest wait for a produce answer, however near its batches' delivery
+# deadline (see _send_request): a broker on loopback answers in under a
+# millisecond, but a connection closed for a late answer costs every request
+# on it a retry. A message is reported at most this long after its delivery
+# timeout.
+_MIN_REQUEST_TIMEOUT_S = 1.0
+
 
 class Driver:
     """One engine, one cluster; see the module docstring."""
@@ -129,6 +136,14 @@ class Driver:
     def _send_request(self, plan: Plan) -> None:
         """Send one Produce request; its answer is handled when it lands."""
         engine = self.engine
+        # The answer is awaited no longer than the delivery timeout of the
+        # oldest batch on board allows (at least _MIN_REQUEST_TIMEOUT_S):
+        # without this bound, a request sent just before its batches' deadline
+        # kept them unreported for a whole request timeout (30 s) more. Past
+        # it the connection closes, as on a request timeout, and the batches
+        # fail as timed out, maybe written.
+        oldest = min(batch.created for batch in plan.batches)
+        timeout = max(_MIN_REQUEST_TIMEOUT_S, oldest + engine.delivery_timeout_s - time.monotonic())
         try:
             self.network.send(
                 plan.node_id,
@@ -139,6 +154,7 @@ class Driver:
                 wait_connect=False,
                 # Its answer is queued, not handled, by whoever polls: see _landed.
                 callback=lambda p: self._landed.append((plan, p)),
+                timeout=timeout,
             )
         except KafkaConnectionError as exc:
             # Nothing left the machine: the batches were certainly not written.

@@ -1,7 +1,8 @@
 """A scripted broker on 127.0.0.1 for producer tests that need answers, not a
 cluster: ApiVersions, Produce (every batch accepted, offsets counted per
-partition) and InitProducerId (answered, or left unanswered with
-``answer_init_pid=False``). Nothing else is answered."""
+partition; left unanswered with ``answer_produce=False``) and InitProducerId
+(answered, or left unanswered with ``answer_init_pid=False``). Nothing else
+is answered."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from grete.protocol.framing import decode_request_frame, encode_response_frame
 
 
 class FakeBroker:
-    def __init__(self, *, answer_init_pid: bool = True, lifetime_s: float = 60.0) -> None:
+    def __init__(
+        self, *, answer_init_pid: bool = True, answer_produce: bool = True, lifetime_s: float = 60.0
+    ) -> None:
         self.answer_init_pid = answer_init_pid
+        self.answer_produce = answer_produce
         self.requests: Counter[str] = Counter()
         self._offsets: Counter[tuple[str, int]] = Counter()
         self._lock = threading.Lock()
@@ -86,6 +90,8 @@ class FakeBroker:
                 return None
             body = {"error_code": 0, "producer_id": 7, "producer_epoch": 0}
         elif request.api is m.PRODUCE:
+            if not self.answer_produce:
+                return None
             responses = []
             for topic in request.body["topic_data"]:
                 parts = []

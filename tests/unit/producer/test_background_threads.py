@@ -19,7 +19,7 @@ import pytest
 
 from grete.cluster import Cluster
 from grete.errors import KafkaConnectionError, KafkaError
-from grete.producer import BackgroundProducer, ProducerClosedError
+from grete.producer import BackgroundProducer, DeliveryTimeoutError, ProducerClosedError
 from grete.producer import engine as engine_module
 
 from ._fake_broker import FakeBroker, cluster_of, serving
@@ -28,6 +28,11 @@ from ._fake_broker import FakeBroker, cluster_of, serving
 @pytest.fixture
 def broker() -> Iterator[FakeBroker]:
     yield from serving()
+
+
+@pytest.fixture
+def silent_produce_broker() -> Iterator[FakeBroker]:
+    yield from serving(answer_produce=False)
 
 
 @pytest.fixture
@@ -112,6 +117,30 @@ def test_a_silent_producer_id_request_does_not_block_close(
         assert all(f.done() for f in futures)
         assert all(isinstance(f.exception(timeout=0), KafkaError) for f in futures)
         assert silent_pid_broker.requests["Produce"] == 0  # never sent without an id
+    finally:
+        p.close(timeout=1)
+        cluster.network.close()
+
+
+def test_a_request_in_flight_is_bounded_by_the_delivery_timeout(
+    silent_produce_broker: FakeBroker,
+) -> None:
+    # The broker takes the request and never answers. The message is reported
+    # once its delivery timeout (0.5 s) has passed, maybe written, at most
+    # _MIN_REQUEST_TIMEOUT_S (1 s) later: not after the request timeout (30 s).
+    cluster = cluster_of(silent_produce_broker, ["t"], request_timeout_s=30.0)
+    p = BackgroundProducer(
+        cluster, cluster._topics["t"], required_acks=1, linger_ms=0, delivery_timeout_ms=500
+    )
+    try:
+        t0 = time.monotonic()
+        future = p.produce(b"never answered")
+        error = future.exception(timeout=10)
+        took = time.monotonic() - t0
+        assert isinstance(error, DeliveryTimeoutError), error
+        assert future.maybe_written
+        assert 0.45 < took < 2.5, took
+        assert silent_produce_broker.requests["Produce"] >= 1
     finally:
         p.close(timeout=1)
         cluster.network.close()

@@ -60,7 +60,9 @@ def _never_answered(
     def send(self: Network, node_id: int, api: Any, body: Any, **kw: Any) -> Pending:
         if api is not m.PRODUCE:  # a metadata refresh: as unreachable as the fixture's broker
             raise KafkaConnectionError("connection refused")
-        pending = Pending(api, len(sent), time.monotonic() + 60)
+        pending = Pending(api, len(sent), time.monotonic() + 60, 60.0)
+        if kw.get("callback") is not None:
+            pending.add_callback(kw["callback"])
         sent.append(pending)
         if len(sent) == interrupt_at:
             raise KeyboardInterrupt
