@@ -491,7 +491,8 @@ class BackgroundProducer:
         for keyed records until their batch is sent, an encoded copy).
     :param block_on_queue_full: block ``produce()`` up to ``queue_full_timeout_ms``
         when the bound is reached (then raise), or raise at once.
-    :param delivery_timeout_ms: the most time from ``produce()`` to a report.
+    :param delivery_timeout_ms: the most time from ``produce()`` to a report
+        (a request in flight then gets at least 1 s: see docs/guarantees.rst).
     :param delivery_reports: keep a queue of ``(future, error)`` for
         :meth:`get_delivery_report` (pykafka's style); its entries count
         against ``max_queued_messages`` until read, and a batch's bytes
