@@ -8,6 +8,7 @@ only the threading around them lives here.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -37,6 +38,7 @@ from grete.protocol.compression import CompressionType, validate_level
 from grete.protocol.records import BATCH_OVERHEAD
 
 log = logging.getLogger("grete.producer")
+metrics_log = logging.getLogger("grete.producer.metrics")
 
 
 Callback = Callable[["DeliveryFuture"], None]
@@ -262,6 +264,8 @@ class _Sender:
             ReportQueue() if owner._delivery_reports else None
         )
         self.metrics = owner._metrics
+        self.metrics_log_interval_s = owner._metrics_log_interval_s
+        self.next_metrics_log = time.monotonic() + self.metrics_log_interval_s
         self.queued_messages = 0
         self.queued_bytes = 0
         # With delivery reports on: messages reported and not read yet, still
@@ -299,6 +303,20 @@ class _Sender:
             self.queued_messages -= unused
             self.space.notify_all()
 
+    def snapshot(self) -> dict[str, Any]:
+        """What ``BackgroundProducer.metrics()`` returns."""
+        out = self.metrics.snapshot()
+        with self.lock:
+            out["queued_messages"] = self.queued_messages - self.unused_slots()
+            out["queued_bytes"] = self.queued_bytes
+        return out
+
+    def log_metrics(self, now: float) -> None:
+        """The periodic DEBUG log of :meth:`snapshot` (see metrics_log_interval_ms)."""
+        self.next_metrics_log = now + self.metrics_log_interval_s
+        if metrics_log.isEnabledFor(logging.DEBUG):
+            metrics_log.debug("producer metrics: %s", self.snapshot())
+
     def unused_slots(self) -> int:
         """Queue slots the open stage reserved that no record took yet,
         counted in ``queued_messages`` (call under the lock)."""
@@ -322,6 +340,8 @@ class _Sender:
                 for batch in batches:
                     engine.add(batch)
                 engine.expire(now, self._deadline_of)
+                if now >= self.next_metrics_log:
+                    self.log_metrics(now)
                 if engine.closing_error is not None:
                     engine.fail_all(engine.closing_error)
                     self.driver.abandon_in_flight(engine.closing_error)
@@ -353,9 +373,13 @@ class _Sender:
             self.driver.abandon_in_flight(error)
             engine.fail_all(error)
         finally:
-            self.stopped.set()
-            with self.lock:
-                self.space.notify_all()  # a produce() waiting for room: see _wait_for_space
+            try:
+                if self.metrics_log_interval_s != math.inf:
+                    self.log_metrics(time.monotonic())  # the last word: what it did in all
+            finally:
+                self.stopped.set()
+                with self.lock:
+                    self.space.notify_all()  # a produce() waiting for room: see _wait_for_space
 
     def _holder(self, now: float) -> Callable[[ProducerBatch], bool]:
         """Which lingered batches stay open and filling: those whose partition
@@ -499,6 +523,10 @@ class BackgroundProducer:
         against ``max_buffer_bytes`` until its last report is read.
     :param serializer: turns non-bytes values into bytes.
     :param key_serializer: turns non-bytes keys into bytes.
+    :param metrics_log_interval_ms: how often the sender thread logs
+        :meth:`metrics` to the ``grete.producer.metrics`` logger at DEBUG
+        (and once more when it stops); 0 turns it off. Nothing is built
+        while that logger is not enabled for DEBUG.
     """
 
     def __init__(
@@ -528,6 +556,7 @@ class BackgroundProducer:
         serializer: Callable[[Any], bytes] | None = None,
         key_serializer: Callable[[Any], bytes] | None = None,
         retry_backoff_max_ms: int = 1_000,
+        metrics_log_interval_ms: float = 60_000,
     ) -> None:
         if not isinstance(cluster, Cluster) or not isinstance(topic, Topic):
             raise ConfigurationError("pass client.cluster and client.topics[name]")
@@ -553,6 +582,7 @@ class BackgroundProducer:
             ("linger_ms", linger_ms),
             ("delivery_timeout_ms", delivery_timeout_ms),
             ("queue_full_timeout_ms", queue_full_timeout_ms),
+            ("metrics_log_interval_ms", metrics_log_interval_ms),
         ):
             if not isinstance(fvalue, (int, float)) or fvalue < 0:
                 raise ConfigurationError(f"{name} must be >= 0, not {fvalue!r}")
@@ -580,6 +610,7 @@ class BackgroundProducer:
         self._block = block_on_queue_full
         self._queue_full_timeout_s = queue_full_timeout_ms / 1000
         self._delivery_timeout_s = delivery_timeout_ms / 1000
+        self._metrics_log_interval_s = metrics_log_interval_ms / 1000 or math.inf
         self._delivery_reports = delivery_reports
         # Every future is visited when its batch is done (to be reported).
         self._watch_all = delivery_reports
@@ -983,13 +1014,9 @@ class BackgroundProducer:
 
     def metrics(self) -> dict[str, Any]:
         """Counters and timings: messages/bytes sent, batches, retries, errors,
-        queue depth, request latency percentiles (ms)."""
-        out = self._metrics.snapshot()
-        sender = self._sender
-        with sender.lock:
-            out["queued_messages"] = sender.queued_messages - sender.unused_slots()
-            out["queued_bytes"] = sender.queued_bytes
-        return out
+        queue depth, request latency percentiles (ms). The sender thread also
+        logs them at DEBUG (see ``metrics_log_interval_ms``)."""
+        return self._sender.snapshot()
 
     def __enter__(self) -> BackgroundProducer:
         return self

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from typing import Any
-
-log = logging.getLogger("grete.producer.metrics")
 
 # Latencies kept for percentiles: the most recent ones only, so memory stays
 # bounded on a producer that runs for months.
@@ -48,5 +45,4 @@ class Metrics:
                 "max": lat[-1] if lat else None,
             },
         }
-        log.debug("producer metrics: %s", out)
         return out

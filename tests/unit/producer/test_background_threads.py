@@ -5,6 +5,7 @@ room when the producer closes. Against the scripted broker of _fake_broker
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from grete.cluster import Cluster
-from grete.errors import KafkaConnectionError, KafkaError
+from grete.errors import ConfigurationError, KafkaConnectionError, KafkaError
 from grete.producer import BackgroundProducer, DeliveryTimeoutError, ProducerClosedError
 from grete.producer import engine as engine_module
 
@@ -298,3 +299,48 @@ def test_a_forked_child_is_refused_at_once_and_never_waits(cluster: Cluster) -> 
     for producer in (p, gc_only, reports):
         producer.close(timeout=0.5)
     assert pending.done()
+
+
+def test_metrics_are_logged_at_debug_by_the_sender(
+    broker: FakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every metrics_log_interval_ms while the logger is enabled for DEBUG, and
+    # once more when the sender stops; never when the interval is 0.
+    cluster = cluster_of(broker, ["t", "quiet"])
+    try:
+        with caplog.at_level(logging.DEBUG, logger="grete.producer.metrics"):
+            p = BackgroundProducer(
+                cluster,
+                cluster._topics["t"],
+                required_acks=1,
+                linger_ms=0,
+                metrics_log_interval_ms=50,
+            )
+            quiet = BackgroundProducer(
+                cluster,
+                cluster._topics["quiet"],
+                required_acks=1,
+                linger_ms=0,
+                metrics_log_interval_ms=0,
+            )
+            for i in range(10):
+                p.produce(b"v%d" % i)
+                quiet.produce(b"q%d" % i)
+            assert p.flush(timeout=10) == 0 and quiet.flush(timeout=10) == 0
+            time.sleep(0.3)
+            during = len(caplog.records)
+            p.close(timeout=5)
+            quiet.close(timeout=5)
+        records = [r for r in caplog.records if r.name == "grete.producer.metrics"]
+        assert during >= 3, during  # ~6 in 0.3 s, at 50 ms
+        assert len(records) == len(caplog.records)
+        assert all(r.levelno == logging.DEBUG for r in records)
+        last = records[-1].getMessage()
+        assert "'messages_sent': 10" in last and "'queued_messages': 0" in last, last
+    finally:
+        cluster.network.close()
+
+
+def test_metrics_log_interval_is_validated(cluster: Cluster) -> None:
+    with pytest.raises(ConfigurationError, match="metrics_log_interval_ms"):
+        BackgroundProducer(cluster, cluster._topics["t"], metrics_log_interval_ms=-1)
