@@ -26,6 +26,11 @@ from grete.producer import engine as engine_module
 from ._fake_broker import FakeBroker, cluster_of, serving
 
 
+def _producer(cluster: Cluster, topic: str = "t", **kw: Any) -> BackgroundProducer:
+    kw.setdefault("required_acks", 1)  # no InitProducerId, unless asked for
+    return BackgroundProducer(cluster, cluster._topics[topic], **kw)
+
+
 @pytest.fixture
 def broker() -> Iterator[FakeBroker]:
     yield from serving()
@@ -58,10 +63,7 @@ def test_producers_of_one_client_handle_their_answers_on_their_own_threads(
         real(self, *args)
 
     monkeypatch.setattr(engine_module.ProduceEngine, "on_response", on_response)
-    producers = [
-        BackgroundProducer(cluster, cluster._topics[name], required_acks=1, linger_ms=0)
-        for name in ("a", "b")
-    ]
+    producers = [_producer(cluster, name, linger_ms=0) for name in ("a", "b")]
     for p in producers:
         ident = p._sender.thread.ident
         assert ident is not None
@@ -130,9 +132,7 @@ def test_a_request_in_flight_is_bounded_by_the_delivery_timeout(
     # once its delivery timeout (0.5 s) has passed, maybe written, at most
     # _MIN_REQUEST_TIMEOUT_S (1 s) later: not after the request timeout (30 s).
     cluster = cluster_of(silent_produce_broker, ["t"], request_timeout_s=30.0)
-    p = BackgroundProducer(
-        cluster, cluster._topics["t"], required_acks=1, linger_ms=0, delivery_timeout_ms=500
-    )
+    p = _producer(cluster, linger_ms=0, delivery_timeout_ms=500)
     try:
         t0 = time.monotonic()
         future = p.produce(b"never answered")
@@ -168,10 +168,8 @@ def test_produce_waiting_for_room_is_refused_when_the_producer_closes(
     # ProducerClosedError, not ProducerQueueFullError after its whole timeout.
     # The queue is full of an unread delivery report, which close() does not
     # free (a failed delivery, which it does, would wake the waiter anyway).
-    p = BackgroundProducer(
+    p = _producer(
         cluster,
-        cluster._topics["t"],
-        required_acks=1,
         max_queued_messages=1,
         queue_full_timeout_ms=20_000,
         delivery_timeout_ms=100,
@@ -238,19 +236,9 @@ def test_a_forked_child_is_refused_at_once_and_never_waits(cluster: Cluster) -> 
     # would wait for it raises the fork error, close() and the finalizer return
     # at once (they waited the delivery timeout: 60 s here), and the client's
     # connections, the parent's sockets, are closed to it.
-    p = BackgroundProducer(
-        cluster, cluster._topics["t"], required_acks=1, delivery_timeout_ms=60_000
-    )
-    gc_only = BackgroundProducer(
-        cluster, cluster._topics["t"], required_acks=1, delivery_timeout_ms=60_000
-    )
-    reports = BackgroundProducer(
-        cluster,
-        cluster._topics["t"],
-        required_acks=1,
-        delivery_timeout_ms=60_000,
-        delivery_reports=True,
-    )
+    p = _producer(cluster, delivery_timeout_ms=60_000)
+    gc_only = _producer(cluster, delivery_timeout_ms=60_000)
+    reports = _producer(cluster, delivery_timeout_ms=60_000, delivery_reports=True)
     pending = p.produce(b"in the parent")  # unresolved: retried for 60 s
     gc_only.produce(b"in the parent too")
     checks: list[tuple[str, Any]] = [
@@ -309,20 +297,8 @@ def test_metrics_are_logged_at_debug_by_the_sender(
     cluster = cluster_of(broker, ["t", "quiet"])
     try:
         with caplog.at_level(logging.DEBUG, logger="grete.producer.metrics"):
-            p = BackgroundProducer(
-                cluster,
-                cluster._topics["t"],
-                required_acks=1,
-                linger_ms=0,
-                metrics_log_interval_ms=50,
-            )
-            quiet = BackgroundProducer(
-                cluster,
-                cluster._topics["quiet"],
-                required_acks=1,
-                linger_ms=0,
-                metrics_log_interval_ms=0,
-            )
+            p = _producer(cluster, linger_ms=0, metrics_log_interval_ms=50)
+            quiet = _producer(cluster, "quiet", linger_ms=0, metrics_log_interval_ms=0)
             for i in range(10):
                 p.produce(b"v%d" % i)
                 quiet.produce(b"q%d" % i)
