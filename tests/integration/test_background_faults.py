@@ -1,10 +1,12 @@
-"""The BackgroundProducer while a broker is SIGKILLed and restarted, twice.
+"""The BackgroundProducer while a broker is SIGKILLed and restarted, twice, or silent.
 
 (a) idempotent, acks=-1: nothing lost, nothing duplicated, per-partition and
     per-key order equal to send order, every future resolved successfully;
 (b) acks=1 without idempotence and few retries: every future resolves; every
     success is in the log at its reported offset; a failure the broker refused
-    (``maybe_written`` False) is not in the log.
+    (``maybe_written`` False) is not in the log;
+(c) one broker silent (SIGSTOP) for a few seconds: partitions led by the
+    others keep being acknowledged, each message within a second.
 
 Everything is read back with confluent-kafka (librdkafka).
 """
@@ -12,6 +14,7 @@ Everything is read back with confluent-kafka (librdkafka).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -346,3 +349,83 @@ def test_acks1_background_producer_reports_honestly_through_leader_kills(
         f"{len(stale)} message(s) lost though no kill explains them ((partition, answered "
         f"at s) {stale[:5]}; kills at {[(round(t - t0, 2), sorted(led)) for t, led in kills]})"
     )
+
+
+SILENT_S = 2.5
+
+
+def test_a_silent_broker_does_not_stall_partitions_led_by_others(
+    kafka_cluster: Any, topic_factory: Any
+) -> None:
+    """One broker stops answering (SIGSTOP: its connections stay open, nothing
+    comes back) for SILENT_S. Messages to partitions led by the others keep
+    being acknowledged meanwhile, each within a second; the silent broker's
+    are delivered once it answers again. Everything is read back."""
+    _needs_harness(kafka_cluster)
+    name = topic_factory(partitions=NUM_PARTITIONS, replication_factor=3)
+    client = KafkaClient(kafka_cluster.bootstrap_servers)
+    producer = BackgroundProducer(
+        client.cluster,
+        client.topics[name],
+        required_acks=1,
+        enable_idempotence=False,
+        linger_ms=1,
+        delivery_timeout_ms=60_000,
+    )
+    resolved_at: dict[int, float] = {}
+    sent: list[tuple[int, bytes, float, DeliveryFuture]] = []
+
+    def produce(partition: int, i: int) -> None:
+        value = b"silent-%d-%05d" % (partition, i)
+        future = producer.produce(value, partition=partition)
+        future.add_done_callback(lambda f: resolved_at.__setitem__(id(f), time.monotonic()))
+        sent.append((partition, value, time.monotonic(), future))
+
+    try:
+        client.update_cluster()
+        partitions = client.topics[name].partitions
+        victim_id = partitions[0].leader.id  # type: ignore[union-attr]
+        others = [p for p, part in partitions.items() if part.leader.id != victim_id]  # type: ignore[union-attr]
+        mine = [p for p in partitions if p not in others]
+        assert others, "every partition led by one broker"
+        for p in partitions:  # connections to every leader, before the silence
+            produce(p, 0)
+        assert producer.flush(timeout=30) == 0
+        victim = kafka_cluster.broker(victim_id)
+        pid = victim.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        silent_from = time.monotonic()
+        try:
+            i = 1
+            while time.monotonic() - silent_from < SILENT_S:
+                for p in partitions:
+                    produce(p, i)
+                i += 1
+                time.sleep(0.05)
+            during = [s for s in sent if s[2] >= silent_from]
+            late = [
+                (p, round(resolved_at.get(id(f), float("inf")) - t, 2))
+                for p, _, t, f in during
+                if p in others and resolved_at.get(id(f), float("inf")) - t > 1.0
+            ]
+            # Waiting on the silent broker: nothing of it resolved while it was stopped.
+            stalled = [f for p, _, _, f in during if p in mine and not f.done()]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert not late, late[:10]
+        assert stalled, "the silent broker's messages resolved while it was stopped?"
+        assert producer.flush(timeout=60) == 0
+        failed = [(p, f.exception(timeout=0)) for p, _, _, f in sent if f.exception(timeout=0)]
+        assert not failed, failed[:5]
+    finally:
+        producer.close(timeout=30)
+        client.close()
+    expected = {(p, v) for p, v, _, _ in sent}
+    got = {
+        (msg.partition(), msg.value())
+        for msg in read_messages(
+            kafka_cluster, name, NUM_PARTITIONS, len(expected), group_prefix="grete-silent"
+        )
+    }
+    assert got == expected, (len(got), len(expected))
