@@ -11,6 +11,7 @@ from grete.cluster import Broker, Cluster, Partition, Topic
 from grete.errors import (
     AuthenticationError,
     BrokerResponseError,
+    ClientClosedError,
     ConfigurationError,
     KafkaConnectionError,
     KafkaError,
@@ -56,6 +57,7 @@ __all__ = [
     "BasePartitioner",
     "Broker",
     "BrokerResponseError",
+    "ClientClosedError",
     "Cluster",
     "CompressionType",
     "ConfigurationError",

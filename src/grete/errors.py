@@ -34,6 +34,13 @@ class KafkaConnectionError(KafkaError):
     retriable = True
 
 
+class ClientClosedError(KafkaConnectionError):
+    """The client was closed, or was made by the parent of this forked process:
+    nothing can go through it, now or after a retry."""
+
+    retriable = False
+
+
 class StillConnecting(KafkaConnectionError):
     """A broker's connection handshake is still running; try again shortly.
     (Raised only where the caller asked not to wait for it.)"""

@@ -26,6 +26,7 @@ from grete._backoff import backoff_ceiling
 from grete.connection import BrokerConnection, ConnectionConfig, Pending
 from grete.errors import (
     AuthenticationError,
+    ClientClosedError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -193,7 +194,7 @@ class Network:
         """
         with self.lock:
             if self._closed:
-                raise KafkaConnectionError(self._closed_why)
+                raise ClientClosedError(self._closed_why)
             conn = self._conns.get(node_id)
             if conn is not None and conn.connected:
                 return conn
@@ -375,7 +376,7 @@ class Network:
         """
         with self.lock:
             if self._closed:
-                raise KafkaConnectionError(self._closed_why)
+                raise ClientClosedError(self._closed_why)
             if inbox:
                 timeout = 0.0
             active = [

@@ -1,8 +1,8 @@
 """A scripted broker on 127.0.0.1 for producer tests that need answers, not a
-cluster: ApiVersions, Produce (every batch accepted, offsets counted per
-partition; left unanswered with ``answer_produce=False``) and InitProducerId
-(answered, or left unanswered with ``answer_init_pid=False``). Nothing else
-is answered."""
+cluster: ApiVersions, Metadata (the topics of :func:`cluster_of`), Produce
+(every batch accepted, offsets counted per partition; left unanswered with
+``answer_produce=False``) and InitProducerId (answered, or left unanswered
+with ``answer_init_pid=False``). Nothing else is answered."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class FakeBroker:
     ) -> None:
         self.answer_init_pid = answer_init_pid
         self.answer_produce = answer_produce
+        self.topics: list[str] = []  # for Metadata answers (set by cluster_of)
         self.requests: Counter[str] = Counter()
         self._offsets: Counter[tuple[str, int]] = Counter()
         self._lock = threading.Lock()
@@ -85,6 +86,33 @@ class FakeBroker:
                     for a in m.ALL_APIS
                 ],
             }
+        elif request.api is m.METADATA:
+            # The topics cluster_of made: one partition each, led by us.
+            # (Unanswered, it broke the order of answers on the connection.)
+            body = {
+                "brokers": [{"node_id": 1, "host": "127.0.0.1", "port": self.port}],
+                "cluster_id": "fake",
+                "controller_id": 1,
+                "topics": [
+                    {
+                        "error_code": 0,
+                        "name": name,
+                        "is_internal": False,
+                        "partitions": [
+                            {
+                                "error_code": 0,
+                                "partition_index": 0,
+                                "leader_id": 1,
+                                "leader_epoch": 0,
+                                "replica_nodes": [1],
+                                "isr_nodes": [1],
+                                "offline_replicas": [],
+                            }
+                        ],
+                    }
+                    for name in self.topics
+                ],
+            }
         elif request.api is m.INIT_PRODUCER_ID:
             if not self.answer_init_pid:
                 return None
@@ -117,6 +145,7 @@ class FakeBroker:
 def cluster_of(broker: FakeBroker, topics: list[str], **config: Any) -> Cluster:
     """A Cluster filled by hand (no Metadata request): each topic has one
     partition, led by ``broker``."""
+    broker.topics = list(topics)
     network = Network([("127.0.0.1", broker.port)], ConnectionConfig(**config))
     cluster = Cluster(network)
     leader = Broker(1, "127.0.0.1", broker.port)

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from grete.cluster import Cluster
-from grete.errors import ConfigurationError, KafkaConnectionError, KafkaError
-from grete.producer import BackgroundProducer, DeliveryTimeoutError, ProducerClosedError
+from grete.errors import ClientClosedError, ConfigurationError, KafkaError
+from grete.producer import BackgroundProducer, DeliveryTimeoutError, Producer, ProducerClosedError
 from grete.producer import engine as engine_module
 
 from ._fake_broker import FakeBroker, cluster_of, serving
@@ -239,6 +239,7 @@ def test_a_forked_child_is_refused_at_once_and_never_waits(cluster: Cluster) -> 
     p = _producer(cluster, delivery_timeout_ms=60_000)
     gc_only = _producer(cluster, delivery_timeout_ms=60_000)
     reports = _producer(cluster, delivery_timeout_ms=60_000, delivery_reports=True)
+    sync = Producer(cluster, cluster._topics["t"])
     pending = p.produce(b"in the parent")  # unresolved: retried for 60 s
     gc_only.produce(b"in the parent too")
     checks: list[tuple[str, Any]] = [
@@ -247,7 +248,8 @@ def test_a_forked_child_is_refused_at_once_and_never_waits(cluster: Cluster) -> 
         ("result", _raises(ProducerClosedError, lambda: pending.result())),
         ("callback", _raises(ProducerClosedError, lambda: pending.add_done_callback(print))),
         ("report", _raises(ProducerClosedError, lambda: reports.get_delivery_report())),
-        ("network", _raises(KafkaConnectionError, lambda: cluster.network.poll(0))),
+        ("network", _raises(ClientClosedError, lambda: cluster.network.poll(0))),
+        ("sync producer", _raises(ClientClosedError, lambda: sync.produce([b"child"]))),
         ("close", _quick(lambda: p.close())),
         ("finalizer", _quick(gc_only._finalizer)),
         ("client close", _quick(cluster.network.close)),
@@ -320,3 +322,28 @@ def test_metrics_are_logged_at_debug_by_the_sender(
 def test_metrics_log_interval_is_validated(cluster: Cluster) -> None:
     with pytest.raises(ConfigurationError, match="metrics_log_interval_ms"):
         BackgroundProducer(cluster, cluster._topics["t"], metrics_log_interval_ms=-1)
+
+
+def test_a_closed_client_refuses_at_once(broker: FakeBroker) -> None:
+    # Not retried as a broker that is down would be (until the delivery timeout).
+    cluster = cluster_of(broker, ["t"])
+    sync = Producer(cluster, cluster._topics["t"])
+    background = _producer(cluster, linger_ms=0)
+    assert sync.produce([b"before"])[0].offset == 0
+    cluster.network.close()
+    t0 = time.monotonic()
+    with pytest.raises(ClientClosedError, match="client is closed"):
+        sync.produce([b"after"])
+    # The sender thread stops on the closed client: a message produced before
+    # it noticed fails with it, one produced after is refused.
+    try:
+        future = background.produce(b"after")
+    except ProducerClosedError as exc:
+        assert "client is closed" in str(exc)
+    else:
+        assert isinstance(future.exception(timeout=5), ClientClosedError)
+    assert time.monotonic() - t0 < 2.0
+    assert background._sender.stopped.wait(5)
+    with pytest.raises(ProducerClosedError, match="client is closed"):
+        background.produce(b"after that")
+    background.close(timeout=1)
