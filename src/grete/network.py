@@ -106,8 +106,7 @@ _live_networks: weakref.WeakSet[Network] = weakref.WeakSet()
 
 def _close_forked() -> None:
     for network in list(_live_networks):
-        network._closed = True
-        network._closed_why = _FORKED
+        network._closed = _FORKED
         # A lock the parent's poller held at the fork stays held here for ever.
         network.lock = threading.RLock()
 
@@ -144,8 +143,8 @@ class Network:
         self._claimed_at = -_CLAIM_S
         self._selecting = False
         self._poller: int | None = None
-        self._closed = False
-        self._closed_why = "client is closed"
+        # Why nothing can go through it any more (None: open).
+        self._closed: str | None = None
         # Self-pipe: lets another thread interrupt a poll() sleeping in select().
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -193,8 +192,8 @@ class Network:
         with ``wait=True`` while holding :attr:`lock`.
         """
         with self.lock:
-            if self._closed:
-                raise ClientClosedError(self._closed_why)
+            if self._closed is not None:
+                raise ClientClosedError(self._closed)
             conn = self._conns.get(node_id)
             if conn is not None and conn.connected:
                 return conn
@@ -244,7 +243,7 @@ class Network:
         with self.lock:
             self._connecting.pop(node_id, None)
             backoff = self._backoff.setdefault((host, port), _Backoff())
-            if error is None and self._closed:
+            if error is None and self._closed is not None:
                 conn.close()
                 error = KafkaConnectionError("client closed")
             if error is None:
@@ -301,7 +300,7 @@ class Network:
         conn.close(KafkaConnectionError(f"interrupted during I/O: {exc!r}"))
 
     def _unregister(self, conn: BrokerConnection) -> None:
-        if self._closed_why is _FORKED:
+        if self._closed is _FORKED:
             return  # the parent's registration (see close)
         if conn in self._registered:
             del self._registered[conn]
@@ -375,8 +374,8 @@ class Network:
         select() returns, nobody else can complete a request.
         """
         with self.lock:
-            if self._closed:
-                raise ClientClosedError(self._closed_why)
+            if self._closed is not None:
+                raise ClientClosedError(self._closed)
             if inbox:
                 timeout = 0.0
             active = [
@@ -497,13 +496,13 @@ class Network:
                 self.wakeup()
 
     def close(self) -> None:
-        if self._closed_why is _FORKED:
+        if self._closed is _FORKED:
             # The sockets and the epoll instance are the parent's too: an
             # unregister here (epoll_ctl DEL) would silence the parent's
             # connections. The child's descriptors go when it exits.
             return
         with self.lock:
-            self._closed = True
+            self._closed = "client is closed"
             for node_id in list(self._conns):
                 self._drop(node_id, KafkaConnectionError("client closed"))
             self._selector.close()

@@ -898,8 +898,6 @@ class BackgroundProducer:
                 or sender.queued_bytes + size > self._max_buffer_bytes
             ):
                 self._wait_for_space(size)
-                if sender.refusal is not None:  # closed, or the sender died, meanwhile
-                    raise ProducerClosedError(sender.refusal)
                 if acc.stage is not None:  # staged by another thread meanwhile
                     placed = acc.place_stage() or placed
             sender.queued_messages += 1
@@ -936,12 +934,16 @@ class BackgroundProducer:
                 f"{sender.queued_messages} messages / {sender.queued_bytes} bytes queued"
             )
         deadline = time.monotonic() + self._queue_full_timeout_s
-        while (
-            sender.queued_messages >= self._max_queued_messages
-            or sender.queued_bytes + size > self._max_buffer_bytes
-        ):
-            if sender.refusal is not None:  # closed meanwhile, or the sender died
+        while True:
+            # Closed meanwhile, or the sender died: refused, even with room now
+            # (nobody would drain what went into the accumulator).
+            if sender.refusal is not None:
                 raise ProducerClosedError(sender.refusal)
+            if (
+                sender.queued_messages < self._max_queued_messages
+                and sender.queued_bytes + size <= self._max_buffer_bytes
+            ):
+                return
             left = deadline - time.monotonic()
             if left <= 0 or sender.stopped.is_set():
                 raise ProducerQueueFullError(

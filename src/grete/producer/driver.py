@@ -14,13 +14,7 @@ from typing import Any
 
 from grete.cluster import Cluster
 from grete.connection import Pending
-from grete.errors import (
-    ClientClosedError,
-    KafkaConnectionError,
-    KafkaError,
-    StillConnecting,
-    error_for_code,
-)
+from grete.errors import KafkaConnectionError, KafkaError, StillConnecting, error_for_code
 from grete.producer.engine import Plan, ProduceEngine
 from grete.protocol import messages as m
 from grete.protocol.errors import error_info
@@ -162,14 +156,14 @@ class Driver:
                 callback=lambda p: self._landed.append((plan, p)),
                 timeout=timeout,
             )
-        except ClientClosedError as exc:
-            # Closed (or a forked child's copy): waiting for it to come back, as
-            # for a broker that is down, would wait out the delivery timeout.
-            engine.on_send_error(plan, exc, time.monotonic())
-            return
         except KafkaConnectionError as exc:
             # Nothing left the machine: the batches were certainly not written.
-            engine.on_transport_error(plan, exc, time.monotonic(), sent=False)
+            if exc.retriable:
+                engine.on_transport_error(plan, exc, time.monotonic(), sent=False)
+            else:
+                # A closed client (ClientClosedError): waiting for it as for a
+                # broker that is down would wait out the delivery timeout.
+                engine.on_send_error(plan, exc, time.monotonic())
             return
         except Exception as exc:
             # Authentication refused, no Produce version in common, a bug while
