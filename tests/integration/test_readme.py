@@ -13,7 +13,9 @@ Before running a block, its placeholders become the test cluster's:
 
 * ``"127.0.0.1:9092"`` -> the PLAINTEXT bootstrap, ``"broker1:9093"`` -> SASL_SSL,
   ``"ca.pem"`` -> the cluster's CA file, ``"alice-secret"`` -> alice's password;
-* each topic name in ``topics["..."]`` -> a fresh topic (3 partitions).
+* each topic name in ``topics["..."]``, or given as a str literal first
+  argument of ``.produce("...", ...)`` (a multi-topic producer's topic), -> a
+  fresh topic (3 partitions); one name is one topic wherever it appears.
 
 A block must leave ``results``, a sequence of DeliveryResult; the test checks
 each has an offset and that the fresh topics' end offsets add up to what the
@@ -37,6 +39,9 @@ README = ROOT / "README.md"
 QUICKSTART = ROOT / "docs" / "quickstart.rst"
 
 _TOPIC = re.compile(r"""topics\[(["'])([^"']+)\1\]""")
+# KafkaProducer.produce("orders", value, ...): a str literal first, then a comma
+# (bytes values, b"...", and lists do not match).
+_PRODUCE_TOPIC = re.compile(r"""(\.produce\(\s*)(["'])([^"']+)\2(?=\s*,)""")
 
 
 def readme_blocks() -> list[str]:
@@ -103,12 +108,13 @@ def test_example_runs(
         code = code.replace(placeholder, actual)
     topics: dict[str, str] = {}
 
-    def fresh(match: re.Match[str]) -> str:
-        if match.group(2) not in topics:
-            topics[match.group(2)] = topic_factory(partitions=3)
-        return f"topics[{topics[match.group(2)]!r}]"
+    def fresh_name(name: str) -> str:
+        if name not in topics:
+            topics[name] = topic_factory(partitions=3)
+        return topics[name]
 
-    code = _TOPIC.sub(fresh, code)
+    code = _TOPIC.sub(lambda m: f"topics[{fresh_name(m.group(2))!r}]", code)
+    code = _PRODUCE_TOPIC.sub(lambda m: f"{m.group(1)}{fresh_name(m.group(3))!r}", code)
     assert topics, f"{name}: no topic to replace"
     namespace: dict[str, Any] = {"__name__": "__doc_example__"}
     exec(compile(code, name, "exec"), namespace)
