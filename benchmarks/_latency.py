@@ -15,6 +15,7 @@ The parent expects N plus those warm-up messages in the log (``warmup`` in the r
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from collections.abc import Callable
 from functools import partial
@@ -70,6 +71,19 @@ def paced_loop(pacer: Pacer, send: Callable[[int], None], idle: Callable[[float]
         if i < n:
             idle(pacer.wait_s(i))
     return i
+
+
+def cpu_now() -> tuple[float, float]:
+    """User and system CPU seconds of this process (every thread) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def cpu_since(start: tuple[float, float]) -> dict[str, float]:
+    """The CPU spent since ``start`` (a ``cpu_now()``): the paced run and its flush,
+    what the application pays for sending at the rate (idle waits included)."""
+    user, system = cpu_now()
+    return {"cpu_user": user - start[0], "cpu_sys": system - start[1]}
 
 
 def summarise(sent_at: list[float], acked_at: list[float], sent: int) -> dict[str, Any]:
@@ -135,12 +149,15 @@ def run_grete_bg(spec: dict[str, Any], values: list[bytes]) -> dict[str, Any]:
             sent_at[i] = clock()
             produce(values[i], callback=partial(on_done, i))
 
+        cpu0 = cpu_now()
         sent = paced_loop(Pacer(n, spec["rate"]), send, time.sleep)
         remaining = producer.flush(spec["timeout"])
+        cpu = cpu_since(cpu0)
         producer.close(10)
     finally:
         client.close()
     out = summarise(sent_at, acked_at, sent)
+    out.update(cpu)
     out["error"] = errors[0] if errors else (f"{remaining} unreported" if remaining else None)
     out["warmup"] = len(parts)
     return out
@@ -185,9 +202,12 @@ def run_confluent(spec: dict[str, Any], values: list[bytes]) -> dict[str, Any]:
 
     # Between bursts the application waits in poll(): delivery reports are served as
     # soon as librdkafka has them, the best case for confluent-kafka's latency.
+    cpu0 = cpu_now()
     sent = paced_loop(Pacer(n, spec["rate"]), send, p.poll)
     remaining = p.flush(spec["timeout"])
+    cpu = cpu_since(cpu0)
     out = summarise(sent_at, acked_at, sent)
+    out.update(cpu)
     out["error"] = errors[0] if errors else (f"{remaining} still queued" if remaining else None)
     out["warmup"] = len(parts)
     return out
@@ -225,6 +245,7 @@ async def _aiokafka(spec: dict[str, Any], values: list[bytes]) -> dict[str, Any]
         await asyncio.wait_for(asyncio.gather(*warm), timeout=spec["timeout"])
         pacer = Pacer(n, spec["rate"])
         futures: list[asyncio.Future[Any]] = []
+        cpu0 = cpu_now()
         pacer.start()
         i = 0
         # paced_loop's shape, with awaits: send() may wait for buffer space.
@@ -242,9 +263,11 @@ async def _aiokafka(spec: dict[str, Any], values: list[bytes]) -> dict[str, Any]
             asyncio.gather(*futures, return_exceptions=True), timeout=spec["timeout"]
         )
         await asyncio.sleep(0)  # let the done callbacks scheduled by gather's futures run
+        cpu = cpu_since(cpu0)
     finally:
         await producer.stop()
     out = summarise(sent_at, acked_at, i)
+    out.update(cpu)
     out["error"] = errors[0] if errors else None
     out["warmup"] = len(parts)
     return out

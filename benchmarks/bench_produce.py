@@ -4,8 +4,11 @@ One command prints one Markdown table per section (``--sections throughput,laten
 Throughput sends N messages as fast as each client goes: grete's synchronous
 ``Producer.produce(list)`` (grete-b200/-b2000) and its ``BackgroundProducer`` with
 ``produce()`` per message and ``flush()`` (grete-bg, futures dropped and deliveries
-counted from ``metrics()``; grete-bg-futures, every future kept and checked), the
-others in their usual style.
+counted from ``metrics()``; grete-bg-futures, every future kept and checked), its
+``KafkaProducer`` (grete-kp: the topic named per call, otherwise as grete-bg), the
+others in their usual style. The ``multi*`` cases spread the messages round-robin over
+10 topics through one producer (grete-kp against confluent-kafka's ``produce(topic,
+value, key)``); the clients bound to one topic say n/a there.
 Latency sends at a fixed rate (``--rate``, 10,000 msgs/s, for ``--duration`` seconds)
 and reports p50/p99/max from the produce call to the delivery callback.
 
@@ -19,6 +22,19 @@ buffers, open batches) cannot slow the next one.
     .venv/bin/python benchmarks/bench_produce.py --bootstrap 127.0.0.1:19092 --sections latency
     .venv/bin/python benchmarks/bench_produce.py --clients grete-b200 --cases acks1 \\
         --profile /tmp/grete-prof                               # pyinstrument of grete
+
+Every row also gives the client's CPU time a message: user + system, every thread of
+the child (``getrusage(RUSAGE_SELF)``) over the timed section, in microseconds (the
+median of the runs with ``--repeat``). The brokers share the machine's cores, so msgs/s
+swings between runs; CPU a message is the steadier figure. (Not for java: its timed
+section is inside the JVM.)
+
+``--grete-src DIR`` (repeatable) adds a row per grete client run with grete imported
+from DIR (a source tree's ``src``), labelled ``client@<tree>``, in the same rounds:
+
+    git worktree add /tmp/grete-base c6da480
+    .venv/bin/python benchmarks/bench_produce.py --clients grete-bg,grete-b2000 \\
+        --cases acks1,keyed --repeat 3 --grete-src /tmp/grete-base/src
 
 A run only gets a speed if every message was acknowledged by the client (callbacks,
 futures or results counted) *and* the topic's end offsets add up to N; otherwise the
@@ -69,6 +85,9 @@ class Case:
     # random words where a codec runs, because identical or random payloads would
     # make compression look absurdly good or pointless.
     payload: str = "random"
+    # More than one: message i goes to topic i % topics (round-robin), through one
+    # producer that names the topic on every call (grete-kp, confluent).
+    topics: int = 1
 
     def describe(self) -> str:
         parts = [
@@ -79,6 +98,8 @@ class Case:
             parts.append(f"{self.key_size} B keys, murmur2")
         if self.compression != "none":
             parts.append(f"{self.compression}, JSON-like")
+        if self.topics > 1:
+            parts.append(f"round-robin over {self.topics} topics")
         return ", ".join(parts)
 
 
@@ -91,14 +112,22 @@ CASES: dict[str, Case] = {
         Case("1k", 100_000, 1024),
         Case("lz4", 300_000, 100, compression="lz4", payload="json"),
         Case("zstd", 300_000, 100, compression="zstd", payload="json"),
+        # One producer, the topic named per call (acks=all: KafkaProducer's default).
+        Case("multi", 300_000, 100, acks=-1, topics=10),
+        Case("multi-keyed", 300_000, 100, acks=-1, key_size=16, topics=10),
+        Case("multi-acks1", 300_000, 100, topics=10),
     )
 }
+
+# Clients that take the topic per call: the only ones that run cases of many topics.
+MULTI_TOPIC_CLIENTS = ("grete-kp", "confluent")
 
 CLIENTS = (
     "grete-b200",
     "grete-b2000",
     "grete-bg",
     "grete-bg-futures",
+    "grete-kp",
     "confluent",
     "aiokafka",
     "aiokafka-batch",
@@ -163,6 +192,14 @@ def rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def cpu_now() -> tuple[float, float]:
+    """This process's user and system CPU seconds so far, every thread's included
+    (getrusage(RUSAGE_SELF): librdkafka's threads, grete's sender, aiokafka's loop).
+    Each client runs in a child of its own, so this is the client's CPU alone."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
 @dataclass
 class Outcome:
     acked: int = 0
@@ -180,6 +217,9 @@ class Timer:
         self.t0 = 0.0
         self.seconds = 0.0
         self.base_rss = 0
+        # CPU seconds (user, system) over the timed section, all threads.
+        self.cpu = (0.0, 0.0)
+        self._cpu0 = (0.0, 0.0)
         self._profiler: Any = None
 
     def start(self) -> None:
@@ -189,10 +229,13 @@ class Timer:
 
             self._profiler = Profiler(interval=0.001)
             self._profiler.start()
+        self._cpu0 = cpu_now()
         self.t0 = time.perf_counter()
 
     def stop(self) -> None:
         self.seconds = time.perf_counter() - self.t0
+        user, system = cpu_now()
+        self.cpu = (user - self._cpu0[0], system - self._cpu0[1])
         if self._profiler is not None:
             self._profiler.stop()
             write_profile(self._profiler, self.profile or "")
@@ -345,6 +388,71 @@ def run_grete_bg(
         client.close()
 
 
+def topic_per_message(spec: dict[str, Any], n: int) -> list[str]:
+    """Round-robin over the run's topics: message i to topic i % len(topics). Built
+    before the clock starts, for every client alike."""
+    topics: list[str] = spec["topics"]
+    return [topics[i % len(topics)] for i in range(n)]
+
+
+def run_grete_kp(
+    spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
+) -> Outcome:
+    """grete's KafkaProducer: one producer, the topic named on every produce() call,
+    then flush(); the options and the counting of grete-bg (deliveries from metrics(),
+    futures dropped). One topic: the same loop as grete-bg's with the topic added."""
+    from grete import KafkaClient, KafkaProducer  # type: ignore[attr-defined,unused-ignore]
+    from grete.protocol.compression import CompressionType
+
+    client = KafkaClient(spec["bootstrap"])
+    try:
+        topics: list[str] = spec["topics"]
+        for name in topics:
+            client.topics[name]  # metadata fetched outside the timing
+        producer = KafkaProducer(
+            client,
+            required_acks=case.acks,
+            compression=CompressionType[case.compression.upper()],
+            linger_ms=5,
+            batch_size=10_000,
+            max_queued_messages=_queue_messages(case),
+            max_buffer_bytes=_QUEUE_BYTES,
+            partitioner=None,
+        )
+        produce = producer.produce
+        if len(topics) > 1:
+            per_message = topic_per_message(spec, len(values))
+            timer.start()
+            if keys:
+                for i, v in enumerate(values):
+                    produce(per_message[i], v, keys[i])
+            else:
+                for i, v in enumerate(values):
+                    produce(per_message[i], v)
+        else:
+            topic = topics[0]
+            timer.start()
+            if keys:
+                for i, v in enumerate(values):
+                    produce(topic, v, keys[i])
+            else:
+                for v in values:
+                    produce(topic, v)
+        remaining = producer.flush(spec["timeout"])
+        timer.stop()
+        metrics = producer.metrics()
+        producer.close(10)
+        error = None
+        acked = metrics["messages_sent"]
+        if metrics["errors"]:
+            error = f"{metrics['errors']} message(s) failed"
+        if remaining and error is None:
+            error = f"{remaining} message(s) unreported after flush"
+        return Outcome(acked=acked, error=error)
+    finally:
+        client.close()
+
+
 def run_confluent(
     spec: dict[str, Any], case: Case, values: list[bytes], keys: list[bytes] | None, timer: Timer
 ) -> Outcome:
@@ -375,20 +483,37 @@ def run_confluent(
         "on_delivery": on_delivery,
     }
     p = Producer(conf)
-    p.list_topics(spec["topic"], timeout=10)  # connect + metadata outside the timing
-    topic = spec["topic"]
+    topics: list[str] = spec["topics"]
+    for name in topics:
+        p.list_topics(name, timeout=10)  # connect + metadata outside the timing
+    topic = topics[0]
     produce = p.produce
-    timer.start()
-    for i, value in enumerate(values):
-        key = keys[i] if keys else None
-        while True:
-            try:
-                produce(topic, value, key)
-                break
-            except BufferError:
-                p.poll(0.1)
-        if i % 1000 == 0:
-            p.poll(0)  # serve delivery callbacks as a real application would
+    if len(topics) > 1:
+        # The single-topic loop with the topic taken from the round-robin list.
+        per_message = topic_per_message(spec, len(values))
+        timer.start()
+        for i, value in enumerate(values):
+            key = keys[i] if keys else None
+            while True:
+                try:
+                    produce(per_message[i], value, key)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            if i % 1000 == 0:
+                p.poll(0)  # serve delivery callbacks as a real application would
+    else:
+        timer.start()
+        for i, value in enumerate(values):
+            key = keys[i] if keys else None
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            if i % 1000 == 0:
+                p.poll(0)  # serve delivery callbacks as a real application would
     remaining = p.flush(spec["timeout"])
     timer.stop()
     error = first_error[0] if first_error else None
@@ -532,6 +657,7 @@ RUNNERS: dict[
     "grete": run_grete,
     "grete-bg": run_grete_bg,
     "grete-bg-futures": partial(run_grete_bg, keep_futures=True),
+    "grete-kp": run_grete_kp,
     "confluent": run_confluent,
     "aiokafka": run_aiokafka,
     "aiokafka-batch": run_aiokafka_batch,
@@ -549,6 +675,7 @@ def child_main(spec: dict[str, Any]) -> None:
         except Exception as exc:  # the parent reports it as FAILED
             res = {"error": f"{type(exc).__name__}: {exc}"}
         res["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        res["grete_file"] = getattr(sys.modules.get("grete"), "__file__", None)
         print(json.dumps(res), flush=True)
         return
     keys = make_keys(case, spec["seed"]) if case.key_size else None
@@ -560,6 +687,7 @@ def child_main(spec: dict[str, Any]) -> None:
         out = Outcome(error=f"{type(exc).__name__}: {exc}")
     out.seconds, out.base_rss = timer.seconds, timer.base_rss
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    grete = sys.modules.get("grete")
     print(
         json.dumps(
             {
@@ -567,6 +695,10 @@ def child_main(spec: dict[str, Any]) -> None:
                 "seconds": out.seconds,
                 "base_rss": out.base_rss,
                 "peak_rss": peak,
+                "cpu_user": timer.cpu[0],
+                "cpu_sys": timer.cpu[1],
+                # Which source tree the run imported (the parent checks --grete-src's).
+                "grete_file": getattr(grete, "__file__", None),
                 "error": out.error,
             }
         ),
@@ -590,9 +722,16 @@ class Row:
     # The median run's msgs/s, with --repeat > 1: the best run is the least
     # disturbed one, the median what a run usually gives.
     median: float | None = None
+    # The client process's CPU (user + system, every thread) over the timed section,
+    # per message, in microseconds; with --repeat > 1 the median over the runs (CPU
+    # a message moves far less than msgs/s when the brokers share the cores).
+    cpu_us: float | None = None
+    cpu_sys_us: float | None = None
 
 
-def run_child(argv: list[str], timeout: float) -> tuple[int, str, str, int, bool]:
+def run_child(
+    argv: list[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, str, str, int, bool]:
     """Run ``argv`` with a hard deadline; return (rc, stdout, stderr, maxrss bytes, timed out).
 
     wait4() gives the child's own peak RSS even for the JVM, so every client's memory is
@@ -600,7 +739,12 @@ def run_child(argv: list[str], timeout: float) -> tuple[int, str, str, int, bool
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+            argv,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         timed_out = False
@@ -672,6 +816,8 @@ class LatRow:
     worst: float | None = None
     peak_rss: int | None = None
     note: str = ""
+    cpu_us: float | None = None  # user + system over the paced run, per message
+    cpu_sys_us: float | None = None
 
 
 LATENCY_CLIENTS = ("grete-bg", "confluent", "aiokafka")
@@ -716,11 +862,38 @@ def latency_cases(rate: int, seconds: float) -> dict[str, Case]:
     return {c.name: c for c in (Case("lat-acks1", n, 100), Case("lat-acksall", n, 100, acks=-1))}
 
 
+def tree_label(tree: Path, taken: set[str]) -> str:
+    """A short name for a source tree: its directory (the one above, for ``.../src``)."""
+    base = tree.parent.name if tree.name == "src" else tree.name
+    label, n = base or "tree", 1
+    while label in taken:
+        n += 1
+        label = f"{base}{n}"
+    return label
+
+
+def has_kafka_producer(tree: Path) -> bool:
+    return "KafkaProducer" in (tree / "grete" / "__init__.py").read_text()
+
+
+def split_client(client: str) -> tuple[str, str]:
+    """``grete-bg@grete-base`` -> (``grete-bg``, ``grete-base``); no tree -> ``""``."""
+    base, _, label = client.partition("@")
+    return base, label
+
+
 class Bench:
     def __init__(
-        self, args: argparse.Namespace, bootstrap: str, brokers: int, jars: Path | None
+        self,
+        args: argparse.Namespace,
+        bootstrap: str,
+        brokers: int,
+        jars: Path | None,
+        trees: dict[str, Path] | None = None,
     ) -> None:
         self.args = args
+        # --grete-src: label -> source tree, for clients named ``grete-...@label``.
+        self.trees = trees or {}
         self.bootstrap = bootstrap
         self.brokers = brokers
         self.rf = min(3, brokers)
@@ -736,12 +909,43 @@ class Bench:
         from grete.testing.admin import wait_for_topic
 
         self.seq += 1  # repeats of one (case, client) each need their own topic
-        name = f"bench-{self.run_id}-{case.name}-{client}-{self.seq}"
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", client)
+        name = f"bench-{self.run_id}-{case.name}-{safe}-{self.seq}"
         self.admin.create_topic(name, self.args.partitions, self.rf, {}, 30.0)
         wait_for_topic(self.admin, name, self.args.partitions, 30.0)
         return name
 
-    def end_offsets(self, topic: str) -> int:
+    def fresh_topics(self, case: Case, client: str) -> list[str]:
+        """``case.topics`` fresh topics for one run (one, for the single-topic cases)."""
+        if case.topics == 1:
+            return [self.fresh_topic(case, client)]
+        return [self.fresh_topic(case, f"{client}-t{t}") for t in range(case.topics)]
+
+    def child_env(self, client: str) -> dict[str, str] | None:
+        """The environment of a client's child: a ``@label`` client imports grete
+        from that --grete-src tree (PYTHONPATH comes before the editable install)."""
+        _, label = split_client(client)
+        if not label:
+            return None
+        path = [str(self.trees[label])]
+        if os.environ.get("PYTHONPATH"):
+            path.append(os.environ["PYTHONPATH"])
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+    def wrong_tree(self, client: str, grete_file: str | None) -> str | None:
+        """Why a ``@label`` run does not count: it imported grete from elsewhere."""
+        _, label = split_client(client)
+        if not label or grete_file is None:
+            return None
+        tree = self.trees[label].resolve()
+        if Path(grete_file).resolve().is_relative_to(tree):
+            return None
+        return f"imported grete from {grete_file}, not {tree}"
+
+    def end_offsets(self, topics: str | list[str]) -> int:
+        if isinstance(topics, list):
+            return sum(self.end_offsets(t) for t in topics)
+        topic = topics
         from confluent_kafka import Consumer, TopicPartition
 
         c = Consumer(
@@ -759,7 +963,7 @@ class Bench:
         finally:
             c.close()
 
-    def verify_log(self, topic: str, n: int) -> str | None:
+    def verify_log(self, topic: str | list[str], n: int) -> str | None:
         """The broker's own count: end offsets must reach N (HW can lag at RF>1)."""
         deadline = time.monotonic() + 15
         while True:
@@ -775,13 +979,18 @@ class Bench:
 
     def run(self, case: Case, client: str) -> Row:
         row = Row(case.name, client)
+        base, _ = split_client(client)
+        if case.topics > 1 and base not in MULTI_TOPIC_CLIENTS:
+            row.note = "n/a: one topic per producer"
+            return row
         if client == "java" and case.key_size:
             row.note = "n/a: ProducerPerformance sends no keys"
             return row
         if client == "java" and self.jars is None:
             row.note = "n/a: no Kafka jars"
             return row
-        topic = self.fresh_topic(case, client)
+        topics = self.fresh_topics(case, client)
+        topic = topics[0]
         if client == "java":
             assert self.jars is not None
             payload_file = None
@@ -792,20 +1001,21 @@ class Bench:
                 payload_file.write_bytes(b"\n".join(make_values(case, self.args.seed, 10_000)))
             argv = java_argv(self.jars, case, self.bootstrap, topic, payload_file)
         else:
-            runner = "grete" if client.startswith("grete-b2") else client
+            runner = "grete" if base.startswith("grete-b2") else base
             spec: dict[str, Any] = {
                 "runner": runner,
                 "bootstrap": self.bootstrap,
                 "topic": topic,
+                "topics": topics,
                 "case": case.__dict__,
                 "seed": self.args.seed,
                 "timeout": self.args.timeout,
-                "batch_size": int(client.split("-b")[1]) if runner == "grete" else None,
+                "batch_size": int(base.split("-b")[1]) if runner == "grete" else None,
             }
             if self.args.profile and runner == "grete":
                 spec["profile"] = str(Path(self.args.profile) / f"{case.name}-{client}")
             argv = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-        rc, out, err, maxrss, timed_out = run_child(argv, self.args.timeout)
+        rc, out, err, maxrss, timed_out = run_child(argv, self.args.timeout, self.child_env(client))
         row.peak_rss = maxrss
         if timed_out:
             row.note = f"FAILED: timeout after {self.args.timeout:.0f}s"
@@ -828,10 +1038,15 @@ class Bench:
             res = json.loads(lines[-1])
             acked, seconds, error = res["acked"], res["seconds"], res["error"]
             row.base_rss = res["base_rss"]
+            # Java's CPU is not measured: its timed window is inside the JVM, and the
+            # whole process's CPU would add the JVM's start-up and JIT compiling.
+            row.cpu_us = (res["cpu_user"] + res["cpu_sys"]) / case.n * 1e6
+            row.cpu_sys_us = res["cpu_sys"] / case.n * 1e6
+            error = error or self.wrong_tree(client, res.get("grete_file"))
         if acked != case.n or error:
             row.note = f"FAILED: {acked:,}/{case.n:,} acked" + (f"; {error[:120]}" if error else "")
             return row
-        problem = self.verify_log(topic, case.n)
+        problem = self.verify_log(topics, case.n)
         if problem:
             row.note = f"FAILED: {problem}"
             return row
@@ -846,7 +1061,7 @@ class Bench:
         topic = self.fresh_topic(case, client)
         spec: dict[str, Any] = {
             "section": "latency",
-            "runner": client,
+            "runner": split_client(client)[0],
             "bootstrap": self.bootstrap,
             "topic": topic,
             "case": case.__dict__,
@@ -860,7 +1075,7 @@ class Bench:
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
         # The child gives up on its own after 3x the planned time; this is the backstop.
         limit = self.args.timeout + 3 * case.n / self.args.rate
-        rc, out, err, maxrss, timed_out = run_child(argv, limit)
+        rc, out, err, maxrss, timed_out = run_child(argv, limit, self.child_env(client))
         row.peak_rss = maxrss
         if timed_out:
             row.note = f"FAILED: timeout after {limit:.0f}s"
@@ -871,6 +1086,7 @@ class Bench:
             return row
         res = json.loads(lines[-1])
         samples, error = res.get("samples", 0), res.get("error")
+        error = error or self.wrong_tree(client, res.get("grete_file"))
         if samples != case.n or error:
             row.note = f"FAILED: {samples:,}/{case.n:,} acked" + (
                 f"; {error[:120]}" if error else ""
@@ -882,6 +1098,9 @@ class Bench:
             return row
         row.rate, row.p50, row.p99 = res["rate"], res["p50_ms"], res["p99_ms"]
         row.worst = res["max_ms"]
+        if "cpu_user" in res:
+            row.cpu_us = (res["cpu_user"] + res["cpu_sys"]) / case.n * 1e6
+            row.cpu_sys_us = res["cpu_sys"] / case.n * 1e6
         row.note = "ok"
         return row
 
@@ -895,13 +1114,19 @@ def fmt_mib(b: int | None) -> str:
     return "-" if b is None else f"{b / MiB:.0f}"
 
 
+def fmt_cpu(r: Row | LatRow) -> list[str]:
+    if r.note != "ok" or r.cpu_us is None or r.cpu_sys_us is None:
+        return ["-", "-"]
+    return [f"{r.cpu_us:.2f}", f"{r.cpu_sys_us:.2f}"]
+
+
 def table(rows: list[Row], cases: dict[str, Case]) -> str:
     medians = any(r.median is not None for r in rows)
     out = [
         "| case | client | msgs/s | "
         + ("median msgs/s | " if medians else "")
-        + "MiB/s | time s | peak RSS MiB | RSS at start MiB | result |",
-        "|---|---|--:|" + ("--:|" if medians else "") + "--:|--:|--:|--:|---|",
+        + "CPU us/msg | sys us/msg | MiB/s | time s | peak RSS MiB | RSS at start MiB | result |",
+        "|---|---|--:|" + ("--:|" if medians else "") + "--:|--:|--:|--:|--:|--:|---|",
     ]
     last = ""
     for r in rows:
@@ -914,6 +1139,8 @@ def table(rows: list[Row], cases: dict[str, Case]) -> str:
         )
         if medians:
             speed.insert(1, f"{r.median:,.0f}" if r.msgs_s and r.median else "-")
+        at = 2 if medians else 1  # CPU beside the speed
+        speed[at:at] = fmt_cpu(r)
         out.append(
             f"| {label} | {r.client} | "
             + " | ".join(speed)
@@ -924,18 +1151,18 @@ def table(rows: list[Row], cases: dict[str, Case]) -> str:
 
 def latency_table(rows: list[LatRow], cases: dict[str, Case], rate: int) -> str:
     out = [
-        "| case | client | target msgs/s | achieved msgs/s | p50 ms | p99 ms | max ms "
-        "| peak RSS MiB | result |",
-        "|---|---|--:|--:|--:|--:|--:|--:|---|",
+        "| case | client | target msgs/s | achieved msgs/s | CPU us/msg | sys us/msg "
+        "| p50 ms | p99 ms | max ms | peak RSS MiB | result |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     last = ""
     for r in rows:
         label = f"{r.case}: {cases[r.case].describe()}" if r.case != last else ""
         last = r.case
         nums = (
-            [f"{r.rate:,.0f}", f"{r.p50:.1f}", f"{r.p99:.1f}", f"{r.worst:.1f}"]
+            [f"{r.rate:,.0f}", *fmt_cpu(r), f"{r.p50:.1f}", f"{r.p99:.1f}", f"{r.worst:.1f}"]
             if r.note == "ok" and r.rate and r.p50 is not None
-            else ["-"] * 4
+            else ["-"] * 6
         )
         out.append(
             f"| {label} | {r.client} | {rate:,} | "
@@ -945,11 +1172,27 @@ def latency_table(rows: list[LatRow], cases: dict[str, Case], rate: int) -> str:
     return "\n".join(out)
 
 
+def with_trees(clients: list[str], trees: dict[str, Path]) -> list[str]:
+    """Each grete client followed by its runs from the --grete-src trees (grete-kp
+    only for trees that have KafkaProducer)."""
+    out: list[str] = []
+    for client in clients:
+        out.append(client)
+        if client.startswith("grete-"):
+            out += [
+                f"{client}@{label}"
+                for label, tree in trees.items()
+                if client != "grete-kp" or has_kafka_producer(tree)
+            ]
+    return out
+
+
 def select(spec: str, known: tuple[str, ...] | list[str]) -> list[str]:
     """``grete`` picks every grete-* variant; names otherwise must match exactly."""
     picked: list[str] = []
     for want in (s.strip() for s in spec.split(",") if s.strip()):
-        found = [k for k in known if k == want or k.startswith(want + "-b")]
+        prefix = "grete-" if want == "grete" else want + "-b"
+        found = [k for k in known if k == want or k.startswith(prefix)]
         if not found:
             raise SystemExit(f"unknown name {want!r}; choose from {', '.join(known)}")
         picked += [f for f in found if f not in picked]
@@ -1027,6 +1270,16 @@ def main() -> None:
         "--repeat", type=int, default=1, help="runs per client and case (best and median reported)"
     )
     ap.add_argument("--profile", metavar="DIR", help="pyinstrument the grete runs into DIR")
+    ap.add_argument(
+        "--grete-src",
+        metavar="DIR",
+        action="append",
+        type=Path,
+        default=[],
+        help="also run every chosen grete client with grete imported from this source "
+        "tree (the directory holding the grete package, say a git worktree's src), as "
+        "rows labelled client@<tree>, in the same rounds (repeatable: an A/B in one run)",
+    )
     args = ap.parse_args()
     if args.child:
         child_main(json.loads(args.child))
@@ -1043,6 +1296,14 @@ def main() -> None:
     if "throughput" not in sections:
         cases = {}
     lat_clients = select(args.latency_clients, LATENCY_CLIENTS) if "latency" in sections else []
+    trees: dict[str, Path] = {}
+    for src in args.grete_src:
+        tree = src.resolve()
+        if not (tree / "grete" / "__init__.py").is_file():
+            raise SystemExit(f"--grete-src {src}: no grete package there")
+        trees[tree_label(tree, set(trees))] = tree
+    clients = with_trees(clients, trees)
+    lat_clients = with_trees(lat_clients, trees)
     duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
     lat_cases = latency_cases(args.rate, duration) if lat_clients else {}
 
@@ -1071,7 +1332,7 @@ def main() -> None:
         cluster.start()
         bootstrap, brokers = cluster.bootstrap_servers, args.brokers
     try:
-        bench = Bench(args, bootstrap, brokers, jars)
+        bench = Bench(args, bootstrap, brokers, jars, trees)
         if args.warmup and (cases or lat_cases):
             warm_for = args.warmup_seconds
             if warm_for is None:
@@ -1081,7 +1342,7 @@ def main() -> None:
             # Then one unreported run per case (its codec, its batch shapes).
             print("warming up the brokers (one unreported run per case)...", file=sys.stderr)
             for case in cases.values():
-                bench.run(case, "grete-b2000")
+                bench.run(case, "confluent" if case.topics > 1 else "grete-b2000")
         rows: list[Row] = []
         for case in cases.values():
             # Best of --repeat runs, each to a fresh topic: on a shared machine the
@@ -1098,12 +1359,21 @@ def main() -> None:
                 failed = [t for t in tries if t.msgs_s is None]
                 row = failed[0] if failed else max(tries, key=lambda t: t.msgs_s or 0.0)
                 if not failed and len(tries) > 1:
-                    row = replace(row, median=statistics.median(t.msgs_s or 0.0 for t in tries))
+                    row = replace(
+                        row,
+                        median=statistics.median(t.msgs_s or 0.0 for t in tries),
+                        cpu_us=statistics.median(t.cpu_us or 0.0 for t in tries),
+                        cpu_sys_us=statistics.median(t.cpu_sys_us or 0.0 for t in tries),
+                    )
                 rows.append(row)
                 speed = f"{row.msgs_s:,.0f} msg/s" if row.msgs_s else ""
-                runs = ", ".join(f"{t.msgs_s:,.0f}" for t in tries if t.msgs_s)
+                runs = ", ".join(
+                    f"{t.msgs_s:,.0f}" + (f" at {t.cpu_us:.2f} us" if t.cpu_us else "")
+                    for t in tries
+                    if t.msgs_s
+                )
                 print(
-                    f"  {case.name:8} {client:15} {speed:>16}  {row.note}  (runs: {runs})",
+                    f"  {case.name:11} {client:22} {speed:>16}  {row.note}  (runs: {runs})",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -1115,8 +1385,9 @@ def main() -> None:
                 lrow = bench.run_latency(case, client)
                 lat_rows.append(lrow)
                 p99 = f"p99 {lrow.p99:.1f} ms" if lrow.p99 is not None else ""
+                cpu = f"{lrow.cpu_us:.2f} us/msg" if lrow.cpu_us is not None else ""
                 print(
-                    f"  {case.name:11} {client:12} {p99:>16}  {lrow.note}",
+                    f"  {case.name:11} {client:22} {p99:>16} {cpu:>13}  {lrow.note}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -1136,14 +1407,24 @@ def main() -> None:
     if rows:
         print(f"\n## Produce throughput ({setup})\n")
         if args.repeat > 1:
-            print(f"best of {args.repeat} (and the median run)\n")
+            print(
+                f"best of {args.repeat} (and the median run); CPU: the median of the runs' "
+                "client CPU (user + system, all threads) over the timed section, a message\n"
+            )
+        else:
+            print("CPU: the client's CPU (user + system, all threads) in the timed section\n")
+        for label, tree in trees.items():
+            print(f"@{label}: grete from {tree}  ")
+        if trees:
+            print()
         print(table(rows, cases))
     if lat_rows:
         print(f"\n## Produce-to-acknowledgement latency ({setup})\n")
         print(
             f"{args.rate:,} msgs/s for {duration:g} s, linger 5 ms; time from the produce "
             "call to the delivery callback (grete-bg: callback=, confluent: on_delivery "
-            "served by poll(), aiokafka: future done-callback).\n"
+            "served by poll(), aiokafka: future done-callback). CPU: the client's (user + "
+            "system, all threads) over the paced run and its flush, a message.\n"
         )
         print(latency_table(lat_rows, lat_cases, args.rate))
 
