@@ -2,6 +2,7 @@
 
 The names pykafka users know are here: ``KafkaClient``, ``Producer`` (the
 synchronous producer of pykafka's documentation), ``BackgroundProducer``,
+``KafkaProducer`` (any topic per message, from ``client.producer()``),
 ``CompressionType``, the partitioners, and the errors rooted at ``KafkaError``.
 """
 
@@ -40,6 +41,7 @@ from grete.producer import (
     DeliveryResult,
     DeliveryTimeoutError,
     InvalidMessageError,
+    KafkaProducer,
     Message,
     MessageFailure,
     OutcomeUnknownError,
@@ -70,6 +72,7 @@ __all__ = [
     "KafkaClient",
     "KafkaConnectionError",
     "KafkaError",
+    "KafkaProducer",
     "KafkaTimeoutError",
     "LeaderNotAvailable",
     "Message",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grete.cluster import Broker, Cluster, TopicDict
 from grete.connection import ConnectionConfig
@@ -15,6 +15,8 @@ from grete.security import SaslMechanism, is_ssl_context, make_ssl_context
 
 if TYPE_CHECKING:  # only TLS users import ssl (see security.py)
     import ssl as _ssl
+
+    from grete.producer import KafkaProducer
 
 log = logging.getLogger("grete")
 # Quiet by default: an application that configures logging decides what it sees.
@@ -122,6 +124,13 @@ class KafkaClient:
     @property
     def topics(self) -> TopicDict:
         return self.cluster.topics
+
+    def producer(self, **options: Any) -> KafkaProducer:
+        """A :class:`grete.KafkaProducer` on this client: any topic per
+        message, one sender thread (``options``: see the options table)."""
+        from grete.producer import KafkaProducer
+
+        return KafkaProducer(self, **options)
 
     def update_cluster(self) -> None:
         """Refresh brokers and topics from the cluster."""

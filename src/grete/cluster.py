@@ -198,6 +198,9 @@ class Cluster:
         self.allow_auto_create_topics = allow_auto_create_topics
         self.last_update = 0.0
         self._update_lock = threading.Lock()
+        # topic -> the error code of the last metadata answer that named it
+        # with an error (cleared when one lists it): why a topic is missing.
+        self._topic_errors: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"<Cluster id={self.cluster_id} brokers={sorted(self.brokers)}>"
@@ -232,14 +235,31 @@ class Cluster:
             raise KafkaTimeoutError(why)
         raise KafkaConnectionError(why)
 
-    def request_update(self, topics: list[str]) -> Pending | None:
+    # -- lookups without I/O (for producers) ----------------------------------
+
+    def known_topic(self, name: str) -> Topic | None:
+        """The topic if the metadata lists it (no request made)."""
+        return self._topics.get(name)
+
+    def topic_error(self, name: str) -> int:
+        """The error code the last metadata answer naming ``name`` gave for
+        it (0: none, or it is listed)."""
+        return self._topic_errors.get(name, 0)
+
+    def leader_id(self, topic: str, partition: int) -> int | None:
+        """The node id leading ``topic/partition``, or None when unknown."""
+        t = self._topics.get(topic)
+        p = None if t is None else t.partitions.get(partition)
+        return None if p is None or p.leader is None else p.leader.id
+
+    def request_update(self, topics: list[str], *, auto_create: bool = False) -> Pending | None:
         """A refresh that never blocks: one Metadata request to the first
         broker that can take it now; ``apply`` its answer once it is done. None
         when no broker is connected yet (connections are being made).
 
         Producers refresh this way, so a broker that never answers costs them
         a request timeout in the background, not a stall."""
-        body = _metadata_body(topics, False)
+        body = _metadata_body(topics, auto_create)
         for node_id in self._candidates():
             try:
                 return self.network.send(node_id, m.METADATA, body, wait_connect=False)
@@ -272,8 +292,11 @@ class Cluster:
         for t in body["topics"]:
             name = t["name"]
             if t["error_code"] != 0:
-                # The caller asked for it by name: fetch_topic reports the error.
+                # The caller asked for it by name: fetch_topic (or a
+                # producer, through topic_error) reports the error.
+                self._topic_errors[name] = t["error_code"]
                 continue
+            self._topic_errors.pop(name, None)
             seen.add(name)
             topic = self._topics.get(name)
             if topic is None:

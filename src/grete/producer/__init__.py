@@ -1,7 +1,7 @@
-"""Producers: the synchronous seed ``Producer``, the ``BackgroundProducer``, and
-the send engine they share."""
+"""Producers: the multi-topic ``KafkaProducer``, the synchronous seed
+``Producer`` and the ``BackgroundProducer``, over one producer core."""
 
-from grete.producer.background import BackgroundProducer, DeliveryFuture
+from grete.producer.background import BackgroundProducer
 from grete.producer.errors import (
     DeliveryTimeoutError,
     InvalidMessageError,
@@ -11,6 +11,8 @@ from grete.producer.errors import (
     ProducerClosedError,
     ProducerQueueFullError,
 )
+from grete.producer.futures import DeliveryFuture
+from grete.producer.kafka_producer import KafkaProducer
 from grete.producer.message import DeliveryResult, Message
 from grete.producer.sync import Producer
 
@@ -20,6 +22,7 @@ __all__ = [
     "DeliveryResult",
     "DeliveryTimeoutError",
     "InvalidMessageError",
+    "KafkaProducer",
     "Message",
     "MessageFailure",
     "OutcomeUnknownError",

@@ -16,7 +16,7 @@ from itertools import accumulate, repeat
 from operator import add
 from typing import Any
 
-from grete.producer.batch import ProducerBatch
+from grete.producer.batch import ProducerBatch, Stage, Unassigned
 from grete.producer.grouping import grouped, partition_time_runs, time_runs
 from grete.producer.message import Headers
 
@@ -76,7 +76,7 @@ class Accumulator:
         int_handles: bool = False,
         handles: bool = True,
         key_placer: KeyPlacer | None = None,
-        stage_gone: Callable[[ProducerBatch], None] | None = None,
+        stage_gone: Callable[[Stage], None] | None = None,
     ) -> None:
         self.topic = topic
         self.max_records = max_records
@@ -101,23 +101,104 @@ class Accumulator:
         # Keyed records whose partitions are not chosen yet: a front end's fast
         # path appends to it directly (under its lock), and place_stage() places
         # them all at once. None when empty.
-        self.stage: ProducerBatch | None = None
+        self.stage: Stage | None = None
         self._key_placer = key_placer
+        # Records that wait for the topic's partitions to be known (its
+        # metadata being fetched); None when there are none.
+        self.unassigned: Unassigned | None = None
         # Told of a stage, its records still listed, when it stops being the
         # stage: placed, or taken whole by take_all() (a front end's
-        # reservations for it returned: see ProducerBatch.stage_last).
+        # reservations for it returned: see Stage.reserved_last).
         self.stage_gone = stage_gone
 
     def __len__(self) -> int:
-        return len(self.open_batches) + len(self._ready) + (self.stage is not None)
+        return (
+            len(self.open_batches)
+            + len(self._ready)
+            + (self.stage is not None)
+            + (self.unassigned is not None)
+        )
 
-    def new_stage(self, now: float) -> ProducerBatch:
-        """Open the stage: a batch with no partition yet (id -1) and a key
-        column, whose records linger from ``now`` as an open batch's do.
-        Needs the ``key_placer`` given at construction."""
+    def add_unassigned(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp: int,
+        size: int,
+        wanted: int | None,
+        now: float,
+    ) -> tuple[Unassigned, int]:
+        """Hold one record until the topic's partitions are known (see
+        :meth:`place_unassigned`): the batch holding it and its index there."""
+        batch = self.unassigned
+        if batch is None:
+            batch = Unassigned(self.topic, now, self.owner)
+            # Listed only once it holds the record (see append).
+            batch.append(key, value, headers, timestamp, None, size)
+            batch.wanted.append(wanted)
+            self.unassigned = batch
+            return batch, 0
+        index = len(batch.values)
+        batch.append(key, value, headers, timestamp, None, size)
+        try:
+            batch.wanted.append(wanted)
+        except BaseException:
+            batch.truncate(index)
+            batch.size -= size
+            raise
+        return batch, index
+
+    def place_unassigned(
+        self, choose: Callable[[bytes | None, int | None], int | None], now: float
+    ) -> tuple[bool, ProducerBatch | None]:
+        """The topic's partitions are known now: move the held records, in
+        produce order, into their partitions' batches (``choose(key,
+        wanted)`` gives each one's partition, or None when the partition it
+        asked for does not exist) and relocate the held batch. Returns
+        whether a batch became ready, and a batch of the records whose
+        partition does not exist (for the caller to fail), or None."""
+        held = self.unassigned
+        if held is None:
+            return False, None
+        if self.stage is not None:  # (never both: the front end places the stage first)
+            self.place_stage()
+        keys = held.keys
+        headers = held.headers
+        timestamps: list[int] = held.timestamps  # type: ignore[assignment]
+        # Partitions chosen first, while nothing has moved: a partitioner that
+        # raises leaves the records held, for take_all() to fail them.
+        pids = [choose(None if keys is None else keys[i], w) for i, w in enumerate(held.wanted)]
+        rejected: ProducerBatch | None = None
+        targets: list[tuple[ProducerBatch, int]] = []
+        closed = False
+        self.unassigned = None
+        for i, pid in enumerate(pids):
+            key = None if keys is None else keys[i]
+            value = held.values[i]
+            hdrs = None if headers is None else headers[i]
+            size = record_size(key, value, hdrs)
+            if pid is None:
+                if rejected is None:
+                    rejected = ProducerBatch(self.topic, -1, held.created, self.owner, False)
+                rejected.append(key, value, hdrs, timestamps[i], None, size)
+                targets.append((rejected, len(rejected.values) - 1))
+                continue
+            closed = self.append(pid, key, value, hdrs, timestamps[i], None, size, now) or closed
+            last = self.last
+            assert last is not None
+            targets.append((last, len(last.values) - 1))
+        held.relocate(_ListForward(targets))
+        # Rebound, never emptied in place (see place_stage).
+        held.values, held.keys, held.headers, held.timestamps = [], None, None, None
+        return closed, rejected
+
+    def new_stage(self, now: float) -> Stage:
+        """Open the stage (see :class:`~grete.producer.batch.Stage`), whose
+        records linger from ``now`` as an open batch's do. Needs the
+        ``key_placer`` given at construction."""
         assert self._key_placer is not None and self.stage is None
-        stage = self.stage = ProducerBatch(self.topic, -1, now, self.owner, self.handles)
-        stage.keys = []
+        stage = self.stage = Stage(self.topic, now, self.owner, self.handles)
         return stage
 
     def place_stage(self) -> bool:
@@ -191,7 +272,7 @@ class Accumulator:
 
     def _unplace(
         self,
-        stage: ProducerBatch,
+        stage: Stage,
         groups: list[tuple[int, list[Any], Any]],
         before: list[tuple[int, ProducerBatch, int, int]],
         ready: int,
@@ -389,6 +470,9 @@ class Accumulator:
     def take_all(self) -> list[ProducerBatch]:
         """Everything, ready or not (to fail it on close). A stage that cannot
         be placed (its placer raised) comes whole, as a batch of its own."""
+        held, self.unassigned = self.unassigned, None
+        if held is not None:
+            return [*self.take_all(), held]
         try:
             return self.drain(0.0, force=True)
         except Exception:
@@ -402,6 +486,19 @@ class Accumulator:
             if self.stage_gone is not None:
                 self.stage_gone(stage)
             return [*rest, stage]
+
+
+class _ListForward:
+    """:data:`~grete.producer.batch.Forward` of records placed one by one:
+    record ``i`` went to ``targets[i]``."""
+
+    __slots__ = ("_targets",)
+
+    def __init__(self, targets: list[tuple[ProducerBatch, int]]) -> None:
+        self._targets = targets
+
+    def __call__(self, index: int) -> tuple[ProducerBatch, int]:
+        return self._targets[index]
 
 
 class StageForward:
@@ -429,3 +526,82 @@ class StageForward:
         k = bisect_right(starts, rank) - 1
         batch, first = targets[k]
         return batch, first + rank - starts[k]
+
+
+class RecordAccumulator:
+    """Every topic's :class:`Accumulator`, for a producer that sends to many:
+    records keyed by (topic, partition), one set of batch bounds for all.
+    The sender drains them together. Not thread-safe: callers hold their lock."""
+
+    def __init__(
+        self,
+        *,
+        max_records: int,
+        max_bytes: int,
+        linger_s: float,
+        owner: Any = None,
+    ) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.linger_s = linger_s
+        self.owner = owner
+        self.by_topic: dict[str, Accumulator] = {}
+
+    def add_topic(
+        self,
+        topic: str,
+        *,
+        on_new_batch: Callable[[int], None] | None = None,
+        key_placer: KeyPlacer | None = None,
+        stage_gone: Callable[[Stage], None] | None = None,
+    ) -> Accumulator:
+        """The accumulator of a topic not seen before (its batches keep no
+        handle column: futures point at batches, not the other way)."""
+        acc = self.by_topic[topic] = Accumulator(
+            topic,
+            max_records=self.max_records,
+            max_bytes=self.max_bytes,
+            linger_s=self.linger_s,
+            on_new_batch=on_new_batch,
+            owner=self.owner,
+            handles=False,
+            key_placer=key_placer,
+            stage_gone=stage_gone,
+        )
+        return acc
+
+    def __len__(self) -> int:
+        return sum(map(len, self.by_topic.values()))
+
+    def drain(
+        self,
+        now: float,
+        force: bool = False,
+        hold: Callable[[ProducerBatch], bool] | None = None,
+    ) -> list[ProducerBatch]:
+        """Every topic's :meth:`Accumulator.drain`."""
+        ready: list[ProducerBatch] = []
+        for acc in self.by_topic.values():
+            if len(acc):
+                ready += acc.drain(now, force, hold)
+        return ready
+
+    def next_deadline(self, hold: Callable[[ProducerBatch], bool] | None = None) -> float | None:
+        """The soonest :meth:`Accumulator.next_deadline` of any topic."""
+        deadlines = [
+            d
+            for acc in self.by_topic.values()
+            if len(acc) and (d := acc.next_deadline(hold)) is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def take_all(self) -> list[ProducerBatch]:
+        """Every topic's :meth:`Accumulator.take_all`."""
+        out: list[ProducerBatch] = []
+        for acc in self.by_topic.values():
+            out += acc.take_all()
+        return out
+
+    def unassigned(self) -> list[Accumulator]:
+        """The topics holding records that wait for their partitions."""
+        return [acc for acc in self.by_topic.values() if acc.unassigned is not None]

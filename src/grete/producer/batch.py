@@ -53,7 +53,6 @@ class ProducerBatch:
         "retry_at",
         "runs",
         "size",
-        "stage_last",
         "timestamps",
         "topic",
         "values",
@@ -109,10 +108,6 @@ class ProducerBatch:
         # whole, so an interrupt never leaves a count that disagrees with
         # the runs. None: none yet.
         self.runs: tuple[int, int, list[bytes]] | None = None
-        # A stage's only (see Accumulator.new_stage): the index its last record
-        # may take, one less than the queue slots its front end reserved for
-        # its records (the background producer's; -1: none).
-        self.stage_last = -1
 
     def __len__(self) -> int:
         return len(self.values)
@@ -197,13 +192,6 @@ class ProducerBatch:
             self.runs = (first + len(values), greatest, [piece])
         else:
             self.runs = (first + len(values), max(greatest, runs[1]), [*runs[2], piece])
-
-    def add_key(self, key: bytes | None) -> None:
-        """The key of the record just appended to ``values`` by a front end's
-        fast path (which appends the other columns itself)."""
-        if self.keys is None:
-            self.keys = [None] * (len(self.values) - 1)
-        self.keys.append(key)
 
     def fill(
         self,
@@ -335,6 +323,37 @@ class ProducerBatch:
             hook(self, forward)
         else:
             move_watchers(self, forward)
+
+
+class Stage(ProducerBatch):
+    """Keyed records whose partitions are not chosen yet: a front end's
+    inline path appends to its columns (values, keys, timestamps; no
+    headers), and ``Accumulator.place_stage`` places them all at once, then
+    relocates the stage (its ``forward`` says where each record went).
+    ``partition`` is -1 while it is a stage."""
+
+    __slots__ = ("reserved_last",)
+
+    def __init__(self, topic: str, created: float, owner: Any = None, handles: bool = True) -> None:
+        super().__init__(topic, -1, created, owner, handles)
+        self.keys = []
+        # The index its last record may take: one less than the queue slots
+        # its front end reserved for its records (-1: none reserved).
+        self.reserved_last = -1
+
+
+class Unassigned(ProducerBatch):
+    """Records for a topic whose partitions are not known yet (its metadata
+    is being fetched): any record, kept in produce order with the partition
+    each asked for (``wanted``: None for the partitioner's choice). Placed
+    record by record once the partitions are known, then relocated as a
+    stage is; failed whole if the topic does not appear in time."""
+
+    __slots__ = ("wanted",)
+
+    def __init__(self, topic: str, created: float, owner: Any = None) -> None:
+        super().__init__(topic, -1, created, owner, handles=False)
+        self.wanted: list[int | None] = []
 
 
 def move_watchers(batch: ProducerBatch, forward: Forward) -> None:

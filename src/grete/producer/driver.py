@@ -49,11 +49,11 @@ class Driver:
         # its producers and its metadata calls) and handed to the engine in
         # step(), on the thread that drives it: the engine is not thread-safe.
         self._landed: deque[tuple[Plan, Pending]] = deque()
-
-    def leader_of(self, topic: str, partition: int) -> int | None:
-        t = self.cluster._topics.get(topic)
-        p = None if t is None else t.partitions.get(partition)
-        return None if p is None or p.leader is None else p.leader.id
+        # Topics a front end holds records for whose partitions are not
+        # known yet: every refresh asks for them too (and for their creation,
+        # where the brokers auto-create topics).
+        self.wanted: set[str] = set()
+        self.leader_of = cluster.leader_id
 
     def step(self, timeout: float) -> None:
         """Send what is ready, then wait up to ``timeout`` for answers."""
@@ -112,9 +112,10 @@ class Driver:
         # Not more often than the retry backoff: a dead broker must not turn
         # into a metadata storm.
         self._next_metadata = now + self.engine.retry_backoff_s
-        topics = sorted({t for (t, _) in self.engine._partitions})
+        topics = sorted(self.engine.topics() | self.wanted)
+        auto_create = bool(self.wanted) and self.cluster.allow_auto_create_topics
         try:
-            self._metadata_pending = self.cluster.request_update(topics)
+            self._metadata_pending = self.cluster.request_update(topics, auto_create=auto_create)
         except KafkaError as exc:
             log.info("metadata refresh failed: %s", exc)
             self._metadata_pending = None

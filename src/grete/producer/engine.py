@@ -160,6 +160,10 @@ class ProduceEngine:
     def queued(self) -> int:
         return self._queued
 
+    def topics(self) -> set[str]:
+        """The topics this engine has sent to (or queued for)."""
+        return {topic for (topic, _) in self._partitions}
+
     def backlogged(self, topic: str, partition: int) -> bool:
         """Whether a new batch for this partition would only wait here: some of
         its batches are not sent yet, or it has ``max_in_flight`` requests out.
@@ -577,6 +581,7 @@ class ProduceEngine:
             and not self._expired(batch, now)
         ):
             self.metrics.retries += 1
+            self.metrics.topic(batch.topic).retries += 1
             self._requeue(batch, self._state(batch), now, count=True)
             return
         self._gap(batch)

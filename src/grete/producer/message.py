@@ -45,12 +45,15 @@ class Message:
 
 
 class DeliveryResult(NamedTuple):
-    """Where a message was written. ``offset`` is -1 when the broker did not
-    say (acks=0, or a duplicate acknowledged without its offset)."""
+    """Where a message was written: ``topic``, ``partition``, ``offset``
+    and ``timestamp`` (ms). ``offset`` is -1 when the broker did not say
+    (acks=0, or a duplicate acknowledged without its offset). The topic comes
+    last, so ``partition, offset, timestamp = result[:3]`` reads as before."""
 
     partition: int
     offset: int
     timestamp: int
+    topic: str = ""
 
 
 def _preview(data: object) -> str:

@@ -21,6 +21,7 @@ from grete.producer.accumulator import (
     record_size,
 )
 from grete.producer.batch import ProducerBatch
+from grete.producer.config import resolve
 from grete.producer.driver import Driver
 from grete.producer.engine import Plan, ProduceEngine
 from grete.producer.errors import (
@@ -31,25 +32,13 @@ from grete.producer.errors import (
 )
 from grete.producer.grouping import KeyIds, grouped, hashed_ids, java_ids
 from grete.producer.message import DeliveryResult, Headers, Message, to_bytes, to_headers
-from grete.protocol.compression import CompressionType, validate_level
+from grete.protocol.compression import CompressionType
 from grete.protocol.records import BATCH_OVERHEAD
 
 Partitioner = Callable[[Sequence[Partition], "bytes | None"], Partition]
 # An acknowledged batch, as results need it: (partition, input indexes, base
 # offset, timestamps: one per message, or one for all).
 _Done = tuple[int, "Sequence[int]", int, "int | Sequence[int]"]
-
-
-def _int_arg(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < lo
-        or (hi is not None and value > hi)
-    ):
-        bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ConfigurationError(f"{name} must be an integer {bound}, not {value!r}")
-    return value
 
 
 def _by_partition(
@@ -164,54 +153,39 @@ class Producer:
         retry_backoff_max_ms: int = 1_000,
         delivery_timeout_ms: int = 120_000,
     ) -> None:
+        options = {k: v for k, v in locals().items() if k not in ("self", "cluster", "topic")}
         if not isinstance(cluster, Cluster):
             raise ConfigurationError("cluster must be a grete Cluster (client.cluster)")
         if not isinstance(topic, Topic):
             raise ConfigurationError("topic must be a grete Topic (client.topics[name])")
-        if not callable(partitioner):
-            raise ConfigurationError("partitioner must be callable: (partitions, key) -> Partition")
-        try:
-            compression = CompressionType(compression)
-        except ValueError:
-            raise ConfigurationError(f"unknown compression {compression!r}") from None
-        validate_level(compression, compression_level)
-        if required_acks not in (0, 1, -1):
-            raise ConfigurationError(f"required_acks must be 0, 1 or -1, not {required_acks!r}")
-        if enable_idempotence is None:
-            enable_idempotence = required_acks == -1
-        elif enable_idempotence and required_acks != -1:
-            raise ConfigurationError("enable_idempotence needs required_acks=-1")
-        _int_arg("max_retries", max_retries, 0)
-        _int_arg("retry_backoff_ms", retry_backoff_ms, 0)
-        _int_arg("retry_backoff_max_ms", retry_backoff_max_ms, retry_backoff_ms)
-        _int_arg("ack_timeout_ms", ack_timeout_ms, 1, 2**31 - 1)
-        self._batch_size = _int_arg("batch_size", batch_size, 1)
-        self._max_request_size = _int_arg("max_request_size", max_request_size, 1024)
-        _int_arg("max_in_flight", max_in_flight, 1, 5 if enable_idempotence else None)
+        config = resolve("Producer", options)
+        self._batch_size = config.batch_size
+        self._max_request_size = config.max_request_size
         self._cluster = cluster
         self._topic = topic
-        self._partitioner = partitioner
-        self._on_new_batch = getattr(partitioner, "on_new_batch", None)
+        assert config.partitioner is not None  # the Producer's default is random_partitioner
+        self._partitioner: Partitioner = config.partitioner
+        self._on_new_batch = getattr(config.partitioner, "on_new_batch", None)
         # Java's murmur2 when the partitioner is one of grete's own Java-compatible
         # ones: lists of (key, value) tuples then take the _produce_keyed path.
-        self._key_hash = java_key_hash(partitioner)
+        self._key_hash = java_key_hash(config.partitioner)
         self._lock = threading.Lock()
         self._closed = False
         self._done: list[_Done] = []
         self._failures: list[MessageFailure] = []
         self._engine = ProduceEngine(
             on_done=self._batch_done,
-            acks=required_acks,
-            timeout_ms=ack_timeout_ms,
-            compression=compression,
-            compression_level=compression_level,
-            max_retries=max_retries,
-            delivery_timeout_s=_int_arg("delivery_timeout_ms", delivery_timeout_ms, 1) / 1000,
-            retry_backoff_s=retry_backoff_ms / 1000,
-            retry_backoff_max_s=retry_backoff_max_ms / 1000,
-            max_request_size=max_request_size,
-            max_in_flight=max_in_flight,
-            idempotent=enable_idempotence,
+            acks=config.required_acks,
+            timeout_ms=config.ack_timeout_ms,
+            compression=config.compression,
+            compression_level=config.compression_level,
+            max_retries=config.max_retries,
+            delivery_timeout_s=config.delivery_timeout_s,
+            retry_backoff_s=config.retry_backoff_s,
+            retry_backoff_max_s=config.retry_backoff_max_s,
+            max_request_size=config.max_request_size,
+            max_in_flight=config.max_in_flight,
+            idempotent=config.enable_idempotence,
         )
         self._driver = Driver(self._engine, cluster)
 
@@ -520,7 +494,7 @@ class Producer:
             engine.fail_all(error)
             driver.abandon_in_flight(error)
             raise
-        results = ProduceResults(count, done)
+        results = ProduceResults(count, done, self._topic.name)
         if failures:
             failures.sort(key=lambda f: f.index)
             raise ProduceFailureError(results, failures)
@@ -571,19 +545,21 @@ class ProduceResults(Sequence[DeliveryResult]):
     messages (inside :class:`ProduceFailureError`) read as None.
     """
 
-    def __init__(self, count: int, done: list[_Done]) -> None:
+    def __init__(self, count: int, done: list[_Done], topic: str = "") -> None:
         self._count = count
+        self._topic = topic
         self._done = done
         self._items: list[DeliveryResult | None] | None = None
 
     def _materialise(self) -> list[DeliveryResult | None]:
         items: list[DeliveryResult | None] = [None] * self._count
+        topic = self._topic
         for p, handles, base, stamps in self._done:
             n = len(handles)
             times = repeat(stamps, n) if isinstance(stamps, int) else stamps
             offsets = range(base, base + n) if base >= 0 else repeat(-1, n)
             for i, off, ts in zip(handles, offsets, times, strict=True):
-                items[i] = DeliveryResult(p, off, ts)
+                items[i] = DeliveryResult(p, off, ts, topic)
         self._done = []
         return items
 
