@@ -114,3 +114,49 @@ def read_first(
             got += 1
     finally:
         consumer.close()
+
+
+def consume_topics(
+    kafka_cluster: Any, topics: Mapping[str, int], expected: int, *,
+    settle_s: float = 1.0, timeout_s: float = READ_TIMEOUT_S, group_prefix: str = "grete-test",
+) -> dict[str, list[Read]]:
+    """Every partition of several topics (name -> partition count) read by one
+    consumer from offset 0, until ``expected`` messages arrived in all and
+    ``settle_s`` more (bounded by ``timeout_s``): each topic's messages as
+    :class:`Read`, in the order read (offset order within a partition).
+    Fails on a message that carries an error."""
+    import confluent_kafka
+
+    conf = dict(kafka_cluster.librdkafka_config("PLAINTEXT"))
+    conf.update({
+        "group.id": f"{group_prefix}-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    })
+    consumer = confluent_kafka.Consumer(conf)
+    out: dict[str, list[Read]] = {name: [] for name in topics}
+    count = 0
+    try:
+        consumer.assign([
+            confluent_kafka.TopicPartition(name, p, 0)
+            for name, partitions in topics.items() for p in range(partitions)
+        ])
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            if settle_until is None and count >= expected:
+                settle_until = time.monotonic() + settle_s
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
+                assert msg.error() is None, msg.error()
+                _type, ts = msg.timestamp()
+                out[msg.topic()].append(Read(
+                    msg.partition(), msg.offset(), msg.key(), msg.value(),
+                    tuple(msg.headers() or ()), ts,
+                ))
+                count += 1
+    finally:
+        consumer.close()
+    return out
