@@ -27,6 +27,10 @@ __all__ = ["STAGE_MAX", "BackgroundProducer", "DeliveryFuture"]
 _STAGE_MAX = STAGE_MAX
 
 
+# The parameters of __init__ that are not options.
+_NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
+
+
 class BackgroundProducer:
     """Produce without waiting: each ``produce()`` returns a :class:`DeliveryFuture`.
 
@@ -88,8 +92,12 @@ class BackgroundProducer:
         key_serializer: Callable[[Any], bytes] | None = None,
         retry_backoff_max_ms: int = 1_000,
         metrics_log_interval_ms: float = 60_000,
+        **unknown: Any,
     ) -> None:
-        options = {k: v for k, v in locals().items() if k not in ("self", "cluster", "topic")}
+        options = {
+            k: v for k, v in locals().items() if k not in ("self", "cluster", "topic", "unknown")
+        }
+        options.update(unknown)  # refused by resolve(), with the closest name
         if not isinstance(cluster, Cluster) or not isinstance(topic, Topic):
             raise ConfigurationError("pass client.cluster and client.topics[name]")
         config = resolve("BackgroundProducer", options)

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
+# The parameters of __init__ that are not options.
+_NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
+
+
 class KafkaProducer:
     """Produce to any topic: ``produce(topic, value, key=...)`` returns a
     :class:`~grete.DeliveryFuture` at once; one sender thread batches
@@ -77,8 +81,10 @@ class KafkaProducer:
         key_serializer: Callable[[Any], bytes] | None = None,
         metrics_log_interval_ms: float = 60_000,
         unknown_topic_timeout_ms: float = 10_000,
+        **unknown: Any,
     ) -> None:
-        options = {k: v for k, v in locals().items() if k not in ("self", "client")}
+        # Every option by name; any other keyword is refused by resolve(), naming it.
+        options = {k: v for k, v in locals().items() if k not in _NOT_OPTIONS} | unknown
         cluster = client if isinstance(client, Cluster) else getattr(client, "cluster", None)
         if not isinstance(cluster, Cluster):
             raise ConfigurationError("pass a grete KafkaClient (or its cluster)")

@@ -35,6 +35,9 @@ from grete.producer.message import DeliveryResult, Headers, Message, to_bytes, t
 from grete.protocol.compression import CompressionType
 from grete.protocol.records import BATCH_OVERHEAD
 
+# The parameters of __init__ that are not options.
+_NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
+
 Partitioner = Callable[[Sequence[Partition], "bytes | None"], Partition]
 # An acknowledged batch, as results need it: (partition, input indexes, base
 # offset, timestamps: one per message, or one for all).
@@ -152,8 +155,12 @@ class Producer:
         max_in_flight: int = 5,
         retry_backoff_max_ms: int = 1_000,
         delivery_timeout_ms: int = 120_000,
+        **unknown: Any,
     ) -> None:
-        options = {k: v for k, v in locals().items() if k not in ("self", "cluster", "topic")}
+        options = {
+            k: v for k, v in locals().items() if k not in ("self", "cluster", "topic", "unknown")
+        }
+        options.update(unknown)  # refused by resolve(), with the closest name
         if not isinstance(cluster, Cluster):
             raise ConfigurationError("cluster must be a grete Cluster (client.cluster)")
         if not isinstance(topic, Topic):

@@ -239,3 +239,19 @@ def test_signature_defaults_are_the_option_table(front_end: type) -> None:
         if name not in ("cluster", "topic", "client") and p.default is not p.empty
     }
     assert taken == table
+
+
+def test_an_unknown_option_is_refused_by_name_in_every_front_end(cluster: Cluster) -> None:
+    from grete.errors import ConfigurationError
+
+    topic = cluster._topics["t"]
+    makers = {
+        "Producer": lambda **kw: Producer(cluster, topic, **kw),
+        "BackgroundProducer": lambda **kw: BackgroundProducer(cluster, topic, **kw),
+        "KafkaProducer": lambda **kw: KafkaProducer(cluster, **kw),
+    }
+    for name, make in makers.items():
+        with pytest.raises(ConfigurationError, match=f"{name} has no option 'lingr_ms'"):
+            make(lingr_ms=3)
+    with pytest.raises(ConfigurationError, match="only BackgroundProducer and KafkaProducer"):
+        makers["Producer"](linger_ms=3)
