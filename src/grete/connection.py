@@ -2,12 +2,15 @@
 
 A :class:`BrokerConnection` drives the sans-I/O
 :class:`~grete.protocol.framing.ProtocolConnection` over a socket. The handshake
-(TCP connect, TLS, ApiVersions, SASL) is done blocking but bounded by the
-connect timeout; after it the socket is non-blocking and requests are
-pipelined: :meth:`BrokerConnection.send` queues a frame and returns a
-:class:`Pending` at once, and the :class:`~grete.io.Poller` of the client drives
-reads and writes of every connection together, so one slow broker never
-stalls traffic to the others.
+(:meth:`BrokerConnection.connect`: TCP connect, TLS, ApiVersions, SASL) is done
+blocking but bounded by the connect timeout, on a thread of its own that
+:class:`~grete.network.Network` starts per attempt. After it the socket is
+non-blocking and requests are pipelined: :meth:`BrokerConnection.send` queues a
+frame and returns a :class:`Pending` at once, and the client's
+:class:`~grete.network.Network` drives reads and writes of every connection
+together with one selector (:meth:`~grete.network.Network.poll` calls
+:meth:`BrokerConnection.on_writable` and :meth:`BrokerConnection.on_readable`),
+so one slow broker never stalls traffic to the others.
 """
 
 from __future__ import annotations

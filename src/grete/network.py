@@ -3,8 +3,17 @@
 The :class:`Network` knows brokers only as node ids with addresses (the
 cluster layer tells it which), keeps one :class:`BrokerConnection` per broker,
 reconnects with exponential backoff and jitter, and multiplexes reads and
-writes of all connections with one selector. Producers send to several
-leaders at once and then :meth:`Network.wait` for all answers.
+writes of all connections with one selector, in :meth:`Network.poll`.
+
+Producers never block on it: ``grete.producer.driver.Driver.step`` drives
+:meth:`Network.poll`, and sends with ``Network.send(..., wait_connect=False)``
+(a broker still connecting raises :class:`StillConnecting` at once): Produce
+requests with a ``callback=`` that queues each answer for the driver,
+InitProducerId and metadata refreshes (``Cluster.request_update``) as a
+:class:`Pending` a later step looks at. Blocking callers (the cluster's metadata
+fetches, ListOffsets, the test cluster's admin calls) use :meth:`Network.request`,
+or send and then :meth:`Network.wait`, which polls until their answers come.
+Whichever thread polls completes every request that lands.
 """
 
 from __future__ import annotations

@@ -93,14 +93,6 @@ def response_header_version(api: Api, version: int) -> int:
 _PRODUCE_KEY = 0
 
 
-def _encode_frame(
-    api: Api, version: int, correlation_id: int, client_id: str | None, body: Mapping[str, Any]
-) -> bytes:
-    # Header, body parts and size prefix are joined once: the records blob of a
-    # Produce request is copied exactly once, into the frame.
-    return b"".join(_encode_frame_parts(api, version, correlation_id, client_id, body)[0])
-
-
 def _encode_frame_parts(
     api: Api, version: int, correlation_id: int, client_id: str | None, body: Mapping[str, Any]
 ) -> tuple[list[Buffer], int]:
