@@ -98,7 +98,7 @@ _CLAIM_S = 0.2
 _CLAIM_POLL_S = 0.001
 
 # Network._select: the selector (epoll) sleeps whole milliseconds, rounded up,
-# so a wait for a linger deadline ended up to 1 ms late. Waits shorter than
+# so a wait for a linger deadline would end up to 1 ms late. Waits shorter than
 # this go through select(2), which sleeps to the microsecond; longer ones end
 # a millisecond early on epoll, and the caller's next poll waits out the rest.
 _FINE_WAIT_S = 0.002
@@ -436,8 +436,8 @@ class Network:
     def _select(self, timeout: float) -> list[tuple[selectors.SelectorKey, int]]:
         """The selector's ``select(timeout)``, on time to the microsecond, not
         the millisecond: see ``_FINE_WAIT_S``. Returning early is allowed
-        (``poll`` promises at most ``timeout``); returning late was what a
-        batch waiting out its ``linger_ms`` paid."""
+        (``poll`` promises at most ``timeout``); returning late would delay a
+        batch waiting out its ``linger_ms``."""
         if timeout >= _FINE_WAIT_S:
             return self._selector.select(timeout - _TICK_S)
         if timeout <= 0:
@@ -462,11 +462,11 @@ class Network:
         """Make a poll() in progress (in another thread) return now, or the next
         one return at once.
 
-        One byte per wake-up of the poller, not one per call: a producer calling
-        this every few hundred microseconds kept the sender thread reading the
-        pipe a byte at a time, and every read let go of the GIL, which the
-        producer then held for the interpreter's switch interval (5 ms). The
-        sender spent a produce() loop draining wake-ups and sent nothing."""
+        One byte per wake-up of the poller, not one per call: every read of the
+        pipe lets go of the GIL, which a producing thread then holds for the
+        interpreter's switch interval (5 ms), so a byte per call from a
+        producer calling this often would leave the sender thread draining
+        wake-ups a byte at a time instead of sending."""
         if self._wake_pending:
             return
         self._wake_pending = True

@@ -220,8 +220,9 @@ def encode_batch(
                 deltas = list(map(sub, timestamps, repeat(base_timestamp, n)))
                 max_timestamp = high
                 span = (low - base_timestamp, high - base_timestamp)
-    # The first key looked at first: a count compares every key with None
-    # (rich comparison, not identity), a third of the cost of a keyed batch's checks.
+    # The first key looked at first: a count compares every key with None (rich
+    # comparison, not identity), the dearest of a keyed batch's checks, and a
+    # first key that is not None already rules an all-None column out.
     if keys is not None and keys[0] is None and keys.count(None) == n:
         keys = None
     if headers is not None and not any(headers):
@@ -304,9 +305,9 @@ def _byte_deltas(timestamps: Sequence[int], base: int, n: int) -> bytes | None:
     (a batch of records appended as they came); else None.
 
     ``bytes()`` checks the range in C, and what the encoder then asks of the
-    deltas (all zero? the greatest?) are C-level scans of the bytes: ``min()``
-    and ``max()`` over the timestamps compared ints one by one, and the delta
-    list held an int a record (together ~80 ns a record against ~30)."""
+    deltas (all zero? the greatest?) are C-level scans of the bytes, where
+    ``min()`` and ``max()`` over the timestamps would compare ints one by one
+    and a list of deltas would hold an int object a record."""
     try:
         return bytes(map(sub, timestamps, repeat(base, n)))
     except (ValueError, TypeError):  # out of 0..255, or not ints: the general path

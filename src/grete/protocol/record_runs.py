@@ -35,8 +35,8 @@ def encode_record_run(
     whole (:func:`encode_batch`), which takes any record.
 
     A front end encodes runs while the records are fresh in its thread's
-    cache, instead of the sender thread encoding the batch from another core
-    (measured ~1.6x slower there). A record's bytes depend only on its own
+    cache, instead of the sender thread encoding the batch from another core,
+    where they are not. A record's bytes depend only on its own
     fields, its offset delta and its timestamp delta, so a run stays valid
     as later records are added, whatever they hold.
 

@@ -168,7 +168,7 @@ def _encode_uniform_ts(
     ``wide``: up to 8191 ms apart, a batch spanning longer (a partition's share
     of a busy producer, a batch held open while its partition has requests in
     flight); each record's head is picked by the width of its delta, in
-    C-level passes. The column layout cost about 1.7 times as much.
+    C-level passes, still cheaper than the column layout.
 
     ``first``: the offset delta of the first record (a run's, see
     :func:`encode_record_run`); the tables cover ``first + n`` offsets.
@@ -215,8 +215,8 @@ def _wide_heads(both: list[bytes], deltas: Sequence[int], n: int) -> list[bytes]
     """Each record's head from :func:`_uniform_ts2_heads` (``both``), picked by
     the width of its timestamp delta. Records appended as they come have
     non-decreasing deltas, so the one-byte ones come first: two slices, once
-    a split point is checked (~23 ns a record), instead of a pick per record
-    (~90 ns); deltas in any other order are picked one by one."""
+    a split point is checked (C-level scans), instead of a pick per record;
+    deltas in any other order are picked one by one."""
     k = bisect_left(deltas, _TS_NARROW)  # where the split is, if deltas are in order
     if (k == 0 or max(deltas[:k]) < _TS_NARROW) and (k == n or min(deltas[k:]) >= _TS_NARROW):
         return both[0 : 2 * k : 2] + both[2 * k + 1 : 2 * n : 2]

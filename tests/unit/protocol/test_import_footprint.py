@@ -1,6 +1,6 @@
 """What ``import grete`` costs a process: optional dependencies stay unloaded
-until used, and resident memory stays small (it was 34 MiB with eager ssl,
-cramjam, crc32c's package __init__ and 16 Ki-entry varint tables)."""
+until used, and resident memory stays small (eager ssl, cramjam, crc32c's
+package __init__ and full 16 Ki-entry varint tables would about double it)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 # (cramjam), and the crc32c package's __init__ (importlib.metadata, argparse).
 LAZY = ("ssl", "_ssl", "hashlib", "hmac", "cramjam", "crc32c", "importlib.metadata", "argparse")
 
-# Generous: about 17 MiB today (8 MiB of it the bare interpreter), 34 MiB before.
+# Generous over what ``import grete`` takes (about half of it the bare
+# interpreter), well under what the eager imports and full tables would take.
 MAX_RSS_MIB = 26
 
 _PROBE = """
