@@ -1,4 +1,4 @@
-"""CPU instructions per message of BackgroundProducer.produce(), counted by valgrind.
+"""CPU instructions per message of produce() (BackgroundProducer, KafkaProducer), by valgrind.
 
 Run: .venv/bin/python benchmarks/bench_instructions.py [--messages N] [--src DIR ...]
 
@@ -24,8 +24,19 @@ message, start-up and imports cancelled out. Columns:
   there, keyed ones only framed).
 
 ``noop`` is the floor: the same loop calling a Python function of produce()'s
-signature that does nothing. With ``--src`` the same cases run against other
-source trees (say a ``git worktree`` of the last commit), for an A/B in one table.
+signature that does nothing. ``unkeyed``/``keyed`` go through
+``BackgroundProducer.produce(value, partition_key=...)``; ``kafka-unkeyed``/
+``kafka-keyed`` are the same loops through ``KafkaProducer.produce("t", value,
+key=...)`` (one topic; n/a for a tree without KafkaProducer). With ``--src`` the same
+cases run against other source trees (say a ``git worktree`` of the last commit), for
+an A/B in one table:
+
+    git worktree add --detach /tmp/grete-base c6da480
+    .venv/bin/python benchmarks/bench_instructions.py --src src --src /tmp/grete-base/src
+
+The child reaches into internals, under their current names (``ProducerCore.run``,
+``grete.producer.fast._time_ns``) or, for trees from before the shared producer core,
+the old ones (``background._Sender.run``, ``background._time_ns``).
 
 Needs valgrind (Debian: ``apt install valgrind``); says so when it is missing.
 """
