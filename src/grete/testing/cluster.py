@@ -3,6 +3,12 @@
 Each node is a plain ``java -cp <jars>/* kafka.Kafka server.properties`` process with
 its own temp dir, ports and log file. Nothing is shared with any installed Kafka and
 nothing outlives the Python process (see :mod:`grete.testing.process`).
+
+This module holds the cluster's lifecycle (start, close), addresses, client
+configurations and topic tools; a node is a :class:`~grete.testing.broker.Broker`,
+and what it runs with (listeners, ``server.properties``, log4j2, JVM flags) is
+written by :mod:`grete.testing.node_config`. Their public names are importable
+from here too.
 """
 
 from __future__ import annotations
@@ -24,8 +30,19 @@ from typing import IO, Any
 
 from . import process
 from .admin import ClusterAdmin, make_admin, wait_for_topic
+from .broker import Broker, KafkaStartError, PortInUseError
 from .jars import DEFAULT_KAFKA_VERSION, ensure_kafka_jars, find_java
-from .tls import TlsFiles, generate_tls_files, tls_paths
+from .node_config import (
+    _JVM_FLAGS,
+    _LISTENERS,
+    CLIENT_PROTOCOLS,
+    SASL_MECHANISMS,
+    SCRAM_MECHANISMS,
+    _log4j2_properties,
+    _write_properties,
+    server_properties,
+)
+from .tls import TlsFiles, generate_tls_files
 
 __all__ = [
     "CLIENT_PROTOCOLS",
@@ -39,34 +56,7 @@ __all__ = [
 
 log = logging.getLogger("grete.testing")
 
-CLIENT_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL")
-SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
-SASL_MECHANISMS = ("PLAIN", *SCRAM_MECHANISMS)
-# Inter-broker traffic gets its own PLAINTEXT listener so tests can poke at the client
-# listeners (and compare protocols) without disturbing replication.
-_INTERNAL = "INTERNAL"
-_CONTROLLER = "CONTROLLER"
-_LISTENERS = (*CLIENT_PROTOCOLS, _INTERNAL, _CONTROLLER)
 DEFAULT_USERS: Mapping[str, str] = {"alice": "alice-secret", "bob": "bob-secret"}
-_STARTED_MARKER = "Kafka Server started"
-
-# Start-up dominates test time and these JVMs do little work: a small serial-GC heap
-# and the C1 compiler only (no C2 warm-up) start fastest and let 3 nodes share 2 cores.
-_JVM_FLAGS = (
-    "-XX:+UseSerialGC",
-    "-XX:TieredStopAtLevel=1",
-    "-Xshare:auto",
-    "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
-)
-
-
-class KafkaStartError(RuntimeError):
-    """A broker did not start (or restart); the message carries its log tail."""
-
-
-class PortInUseError(KafkaStartError):
-    """A port the broker must listen on is taken by another process."""
 
 
 def _new_cluster_id() -> str:
@@ -81,155 +71,6 @@ def _new_cluster_id() -> str:
 
 def _keep_dirs_from_env() -> bool:
     return os.environ.get("GRETE_KEEP_KAFKA", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _escape_properties(value: str) -> str:
-    # java.util.Properties treats backslash as an escape and a newline as the end of
-    # the value; nothing else in our values (=, :, quotes, ;) needs escaping.
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _write_properties(path: Path, props: Mapping[str, str]) -> None:
-    lines = [f"{key}={_escape_properties(value)}" for key, value in props.items()]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _log4j2_properties(target: Path | None, level: str) -> str:
-    """A log4j2 config writing to ``target`` (append, so restarts keep history) or stderr."""
-    if target is None:
-        appender = [
-            "appender.out.type = Console",
-            "appender.out.name = OUT",
-            "appender.out.target = SYSTEM_ERR",
-        ]
-    else:
-        appender = [
-            "appender.out.type = File",
-            "appender.out.name = OUT",
-            f"appender.out.fileName = {target}",
-            "appender.out.append = true",
-        ]
-    return "\n".join(
-        [
-            "status = warn",
-            *appender,
-            "appender.out.layout.type = PatternLayout",
-            "appender.out.layout.pattern = [%d] %p %m (%c)%n",
-            f"rootLogger.level = {level}",
-            "rootLogger.appenderRef.out.ref = OUT",
-            # The request logger would log every request at DEBUG/TRACE if enabled.
-            "logger.request.name = kafka.request.logger",
-            "logger.request.level = WARN",
-            "",
-        ]
-    )
-
-
-class Broker:
-    """One combined broker+controller node of a :class:`KafkaCluster`."""
-
-    def __init__(
-        self, cluster: KafkaCluster, node_id: int, ports: Mapping[str, int], directory: Path
-    ) -> None:
-        self._cluster = cluster
-        self.node_id = node_id
-        self.ports: dict[str, int] = dict(ports)
-        self.directory = directory
-        self.data_dir = directory / "data"
-        self.config_path = directory / "server.properties"
-        self.log_path = directory / "server.log"
-        """Kafka's own log (log4j2), appended across restarts."""
-        self.stdout_path = directory / "stdout.log"
-        """JVM stdout/stderr: only interesting when the JVM itself fails to start."""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<Broker {self.node_id} {state} {self.address()}>"
-
-    def port(self, protocol: str = "PLAINTEXT") -> int:
-        """The port of this broker's listener for ``protocol`` (or INTERNAL/CONTROLLER)."""
-        try:
-            return self.ports[protocol.upper()]
-        except KeyError:
-            raise ValueError(f"unknown listener {protocol!r}; have {sorted(self.ports)}") from None
-
-    def address(self, protocol: str = "PLAINTEXT") -> str:
-        return f"127.0.0.1:{self.port(protocol)}"
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.is_running and self._proc is not None else None
-
-    def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
-        """(Re)start on the same ports and data dir; by default wait until it serves."""
-        if self.is_running:
-            return
-        taken = [
-            f"{name}={port}" for name, port in self.ports.items() if not process.port_is_free(port)
-        ]
-        if taken:
-            raise PortInUseError(
-                f"broker {self.node_id} cannot start: port(s) {', '.join(taken)} on 127.0.0.1 "
-                "are in use by another process"
-            )
-        self._launch()
-        if wait:
-            self._cluster._wait_started([self], timeout)
-
-    def _launch(self) -> None:
-        # Only the log written from now on counts as evidence that *this* run started.
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        cluster = self._cluster
-        argv = [
-            cluster.java,
-            f"-Xmx{cluster.heap_mb}m",
-            f"-Xms{min(128, cluster.heap_mb)}m",
-            *(_JVM_FLAGS if cluster.tuned_for_tests else ()),
-            *cluster.jvm_opts,
-            f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
-            f"-Dkafka.logs.dir={self.directory}",
-            "-cp",
-            cluster.classpath,
-            "kafka.Kafka",
-            str(self.config_path),
-        ]
-        with self.stdout_path.open("ab") as out:
-            self._proc = process.spawn(argv, cwd=self.directory, stdout=out)
-
-    def started_in_log(self) -> bool:
-        """Whether the log written since the last launch says the server is up."""
-        try:
-            with self.log_path.open("rb") as handle:
-                handle.seek(self._log_offset)
-                return _STARTED_MARKER.encode() in handle.read()
-        except OSError:
-            return False
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Graceful shutdown (SIGTERM); SIGKILL if it takes longer than ``timeout``."""
-        if self._proc is None:
-            return
-        if not process.terminate_group(self._proc, timeout):
-            log.warning("broker %d ignored SIGTERM for %.0fs; killed it", self.node_id, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL, as in a machine crash: no controlled shutdown, no flush."""
-        if self._proc is not None:
-            process.kill_group(self._proc)
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = (
-            f"--- last {lines} lines of {self.log_path} ---\n{process.tail(self.log_path, lines)}"
-        )
-        if self.stdout_path.exists() and self.stdout_path.stat().st_size:
-            text += f"\n--- {self.stdout_path} ---\n{process.tail(self.stdout_path, 15)}"
-        return text
 
 
 class KafkaCluster:
@@ -338,7 +179,7 @@ class KafkaCluster:
                     Broker(self, node_id, dict(zip(_LISTENERS, chunk, strict=True)), directory)
                 )
             for broker in self.brokers:
-                _write_properties(broker.config_path, self._server_properties(broker))
+                _write_properties(broker.config_path, server_properties(self, broker))
                 (broker.directory / "log4j2.properties").write_text(
                     _log4j2_properties(broker.log_path, "INFO")
                 )
@@ -387,79 +228,6 @@ class KafkaCluster:
             else:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
         self._closed = True
-
-    # ------------------------------------------------------------------ configuration
-
-    def _server_properties(self, broker: Broker) -> dict[str, str]:
-        tls = tls_paths(self._tls_dir())
-        n = self.num_brokers
-        voters = ",".join(f"{b.node_id}@127.0.0.1:{b.port(_CONTROLLER)}" for b in self.brokers)
-        listener_map = {name: name for name in CLIENT_PROTOCOLS}
-        listener_map.update({_INTERNAL: "PLAINTEXT", _CONTROLLER: "PLAINTEXT"})
-        plain_users = " ".join(f'user_{u}="{p}"' for u, p in self.users.items())
-        props: dict[str, str] = {
-            "process.roles": "broker,controller",
-            "node.id": str(broker.node_id),
-            # A static quorum: the voter set is known up front since we picked the ports,
-            # and it works unchanged on 3.x brokers.
-            "controller.quorum.voters": voters,
-            "controller.listener.names": _CONTROLLER,
-            "inter.broker.listener.name": _INTERNAL,
-            "listeners": ",".join(f"{name}://{broker.address(name)}" for name in _LISTENERS),
-            "advertised.listeners": ",".join(
-                f"{name}://{broker.address(name)}" for name in (*CLIENT_PROTOCOLS, _INTERNAL)
-            ),
-            "listener.security.protocol.map": ",".join(f"{k}:{v}" for k, v in listener_map.items()),
-            "log.dirs": str(broker.data_dir),
-            "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(tls.broker_keystore_file),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(tls.ca_file),
-            # Listener-prefixed: the global key is ignored (with a warning) for SASL_SSL,
-            # where SASL already authenticates the client.
-            "listener.name.ssl.ssl.client.auth": "requested",
-            # Test-friendly cluster defaults.
-            "num.partitions": "3",
-            "default.replication.factor": str(min(3, n)),
-            "min.insync.replicas": str(min(2, n)),
-            "offsets.topic.replication.factor": str(min(3, n)),
-            "offsets.topic.num.partitions": "5",
-            "transaction.state.log.replication.factor": str(min(3, n)),
-            "transaction.state.log.min.isr": str(min(2, n)),
-            "transaction.state.log.num.partitions": "5",
-            "share.coordinator.state.topic.replication.factor": str(min(3, n)),
-            "share.coordinator.state.topic.min.isr": str(min(2, n)),
-            "auto.create.topics.enable": str(self.auto_create_topics).lower(),
-            "group.initial.rebalance.delay.ms": "0",
-            # Small and cheap: segments and indexes are pre-sized per partition, and the
-            # cleaner's dedupe buffer (128 MiB by default) would eat a third of the heap.
-            "log.segment.bytes": str(16 * 1024 * 1024),
-            "log.index.size.max.bytes": str(1024 * 1024),
-            "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
-            "log.cleaner.threads": "1",
-            "num.network.threads": "2",
-            "num.io.threads": "4",
-            "num.recovery.threads.per.data.dir": "1",
-            "num.replica.fetchers": "1",
-            "background.threads": "2",
-            # A killed broker is fenced (and dropped from metadata) after the session
-            # timeout; the defaults (2 s / 9 s) make fault-injection tests slow.
-            "broker.heartbeat.interval.ms": "500",
-            "broker.session.timeout.ms": "3000",
-            "controller.quorum.election.timeout.ms": "1000",
-            "controller.quorum.fetch.timeout.ms": "2000",
-        }
-        for listener in ("sasl_plaintext", "sasl_ssl"):
-            props[f"listener.name.{listener}.plain.sasl.jaas.config"] = (
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
-            )
-            for mech in SCRAM_MECHANISMS:
-                props[f"listener.name.{listener}.{mech.lower()}.sasl.jaas.config"] = (
-                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-                )
-        props.update(self.broker_config)
-        return props
 
     def _tls_dir(self) -> Path:
         assert self.base_dir is not None
