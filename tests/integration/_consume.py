@@ -149,7 +149,8 @@ def consume_topics(
                 settle_until = time.monotonic() + settle_s
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
-            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
+            got: list[Any] = consumer.consume(num_messages=10_000, timeout=0.2)
+            for msg in got:
                 assert msg.error() is None, msg.error()
                 _type, ts = msg.timestamp()
                 out[msg.topic()].append(Read(

@@ -207,6 +207,7 @@ def test_one_producer_many_topics_one_thread_one_producer_id_through_a_leader_ki
     futures: list[DeliveryFuture] = []
     killer = _Killer(kafka_cluster, topics)
     thread = threading.Thread(target=killer.run, name="killer", daemon=True)
+    producer: KafkaProducer | None = None
     try:
         producer = KafkaProducer(client, delivery_timeout_ms=240_000)
         started = _senders() - before
@@ -243,7 +244,10 @@ def test_one_producer_many_topics_one_thread_one_producer_id_through_a_leader_ki
         assert not (_senders() - before), "a sender thread left after close()"
     finally:
         killer.stop.set()
-        thread.join(200.0)
+        if thread.is_alive():
+            thread.join(200.0)
+        if producer is not None:
+            producer.close(timeout=30)  # a no-op unless an assertion came first
         client.close()
         heal(kafka_cluster, dict.fromkeys(topics, PARTITIONS))
     print(
@@ -293,8 +297,8 @@ def test_one_producer_many_topics_one_thread_one_producer_id_through_a_leader_ki
     )
     got: dict[tuple[str, int], list[Read]] = defaultdict(list)
     for name, reads in log.items():
-        for r in reads:
-            got[(name, r.partition)].append(r)
+        for read in reads:
+            got[(name, read.partition)].append(read)
     total = 0
     for name in topics:
         for p in range(PARTITIONS):
@@ -555,6 +559,7 @@ def test_close_is_bounded_with_many_topics_stuck_behind_a_silent_broker(
     before = _senders()
     futures: list[tuple[str, int, DeliveryFuture]] = []
     victim_pid: int | None = None
+    producer: KafkaProducer | None = None
     try:
         producer = KafkaProducer(client, delivery_timeout_ms=120_000)
         (sender,) = _senders() - before
@@ -590,6 +595,8 @@ def test_close_is_bounded_with_many_topics_stuck_behind_a_silent_broker(
         if victim_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim_pid, signal.SIGCONT)
+        if producer is not None:
+            producer.close(timeout=CLOSE_TIMEOUT_S)  # a no-op unless an assertion came first
         client.close()
         heal(kafka_cluster, dict.fromkeys(topics, PARTITIONS))
     print(f"\nclose({CLOSE_TIMEOUT_S}) took {took:.2f}s; {metrics['errors']} failed")
@@ -630,7 +637,10 @@ def test_headers_timestamps_partitions_and_topics_read_back(
     reads back the keys, values, headers and timestamps at those offsets;
     callbacks ran once each; per-topic metrics add up to the totals."""
     topics = [topic_factory(partitions=PARTITIONS) for _ in range(2)]
-    ts = 1_600_000_000_123
+    # An hour ago: a fixed stamp from years back would be past the topic's
+    # retention (7 days), and the broker's retention check (every 5 min)
+    # deleted the segment between produce and read-back once.
+    ts = int(time.time() * 1000) - 3_600_000
     called: list[DeliveryFuture] = []
     lock = threading.Lock()
 
