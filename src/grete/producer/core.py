@@ -140,7 +140,8 @@ class ProducerCore:
             linger_s=config.linger_s,
             owner=self,  # futures wait on this core's condition
         )
-        # topic -> its lane; added to under the lock, read without it.
+        # topic -> its lane; added to under the lock, read without it (a
+        # front end may keep a reference: the dict is never replaced).
         self.lanes: dict[str, TopicLane] = {}
         self.delivery_timeout_s = config.delivery_timeout_s
         # (future, error, bytes to release when it is read): a batch's bytes
@@ -180,7 +181,8 @@ class ProducerCore:
             lane = self.lanes.get(name)
             if lane is None:
                 lane = FastLane(self, name, topic)
-                self.lanes = {**self.lanes, name: lane}  # replaced whole: read without the lock
+                # Read without the lock: one store, atomic under the GIL.
+                self.lanes[name] = lane
         return lane
 
     # -- counts --------------------------------------------------------------

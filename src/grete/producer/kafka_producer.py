@@ -91,12 +91,13 @@ class KafkaProducer:
         config = resolve("KafkaProducer", options)
         self._cluster = cluster
         self._core = core = ProducerCore(cluster, config)
+        self._lanes = core.lanes  # topic -> lane, read per message
         self._closed = False
         core.thread.start()
         self._finalizer = weakref.finalize(self, abandoned, core, "KafkaProducer")
 
     def __repr__(self) -> str:
-        return f"<grete.KafkaProducer topics={sorted(self._core.lanes)!r}>"
+        return f"<grete.KafkaProducer topics={sorted(list(self._lanes))!r}>"
 
     def produce(
         self,
@@ -123,7 +124,7 @@ class KafkaProducer:
         and timestamp.
         """
         try:
-            lane = self._core.lanes[topic]
+            lane = self._lanes[topic]
         except (KeyError, TypeError):  # a topic's first message (or not a name)
             lane = self._lane(topic)
         return lane.produce(value, key, timestamp, headers, partition, callback)
