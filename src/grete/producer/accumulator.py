@@ -55,6 +55,26 @@ def staged_size(keys: list[bytes], values: list[bytes]) -> int:
     return sum(map(len, keys)) + sum(map(len, values)) + RECORD_OVERHEAD * len(values)
 
 
+def cut_batches(
+    sizes: list[int], max_records: int, max_bytes: int
+) -> Iterator[tuple[int, int, int]]:
+    """Cut consecutive records of one partition (``sizes``: each one's
+    :func:`record_size`) into batches by the same bounds as
+    :meth:`Accumulator.append`: ``(start, end, bytes)`` each. A cut over
+    ``max_bytes`` is a single record too large to send. (The synchronous
+    producer's bulk paths build their batches this way.)"""
+    n, start = len(sizes), 0
+    while start < n:
+        end = min(n, start + max_records)
+        total = sum(sizes[start:end])
+        while total > max_bytes and end > start + 1:
+            # Rare: large records. Shrink to what fits in one batch.
+            end = start + max(1, (end - start) // 2)
+            total = sum(sizes[start:end])
+        yield start, end, total
+        start = end
+
+
 def _common(lengths: list[int]) -> int | None:
     """The length every item has (``lengths``: one each), or None when they
     differ or there are none. One C-level count."""

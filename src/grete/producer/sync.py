@@ -17,6 +17,7 @@ from grete.partitioners import java_key_hash, random_partitioner
 from grete.producer.accumulator import (
     RECORD_OVERHEAD,
     Accumulator,
+    cut_batches,
     keyed_record_sizes,
     record_size,
 )
@@ -349,20 +350,8 @@ class Producer:
             self._on_new_batch(self._sorted_partitions(), partition)
 
     def _chunks(self, sizes: list[int]) -> Iterator[tuple[int, int, int]]:
-        """Cut consecutive records of one partition into batches: ``(start,
-        end, bytes)`` by ``batch_size`` and ``max_request_size``. A chunk over
-        the byte bound is a single record too large to send."""
-        max_batch, max_bytes = self._batch_size, self._max_request_size - BATCH_OVERHEAD
-        n, start = len(sizes), 0
-        while start < n:
-            end = min(n, start + max_batch)
-            total = sum(sizes[start:end])
-            while total > max_bytes and end > start + 1:
-                # Rare: large records. Shrink to what fits in one request.
-                end = start + max(1, (end - start) // 2)
-                total = sum(sizes[start:end])
-            yield start, end, total
-            start = end
+        """This producer's batch bounds over one partition's records."""
+        return cut_batches(sizes, self._batch_size, self._max_request_size - BATCH_OVERHEAD)
 
     def _produce_keyed(
         self, chunks: _Chunks, key_hash: Callable[[bytes], int]
