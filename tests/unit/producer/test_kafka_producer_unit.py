@@ -255,3 +255,60 @@ def test_an_unknown_option_is_refused_by_name_in_every_front_end(cluster: Cluste
             make(lingr_ms=3)
     with pytest.raises(ConfigurationError, match="only BackgroundProducer and KafkaProducer"):
         makers["Producer"](linger_ms=3)
+
+
+def test_a_forked_child_is_refused_and_never_waits(cluster: Cluster) -> None:
+    # The same core as BackgroundProducer: in a forked child every call that
+    # would wait for the parent's sender thread raises, close() returns at once.
+    import os
+    import select
+    import signal
+    import warnings
+
+    from grete.producer import ProducerClosedError
+
+    from .test_background_threads import _child, _quick, _raises
+
+    p = _producer(cluster, delivery_timeout_ms=60_000, unknown_topic_timeout_ms=60_000)
+    pending = p.produce("t", b"in the parent")
+    held = p.produce("unknown-yet", b"held in the parent")
+    checks: list[tuple[str, Any]] = [
+        ("produce", _raises(ProducerClosedError, lambda: p.produce("t", b"child"))),
+        ("new topic", _raises(ProducerClosedError, lambda: p.produce("other", b"child"))),
+        ("flush", _raises(ProducerClosedError, lambda: p.flush())),
+        ("result", _raises(ProducerClosedError, lambda: pending.result())),
+        ("held result", _raises(ProducerClosedError, lambda: held.result())),
+        ("close", _quick(lambda: p.close())),
+    ]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 255
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                code = _child(checks)
+        finally:
+            os.write(w, code.to_bytes(2, "big"))
+            os._exit(0)
+    os.close(w)
+    got = b""
+    try:
+        deadline = time.monotonic() + 20
+        while len(got) < 2 and (left := deadline - time.monotonic()) > 0:
+            if not select.select([r], [], [], left)[0]:
+                break
+            chunk = os.read(r, 2 - len(got))
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        os.close(r)
+        if len(got) < 2:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    failed = int.from_bytes(got, "big") if len(got) == 2 else -1
+    assert failed == 0, [name for bit, (name, _) in enumerate(checks) if failed & (1 << bit)]
+    assert not pending.done()
+    p.close(timeout=0.5)
+    assert pending.done() and held.done()
