@@ -45,6 +45,7 @@ class ProducerBatch:
         "handles",
         "headers",
         "keys",
+        "last_error",
         "maybe_written",
         "order",
         "outcome",
@@ -91,6 +92,9 @@ class ProducerBatch:
         # True once a send's outcome was unknown (connection lost, timeout):
         # the broker may hold these records even if the batch later fails.
         self.maybe_written = False
+        # What the last attempt (or wait for a leader) ran into, for the
+        # error of a batch whose delivery timeout then runs out.
+        self.last_error: Any = None
         # Set once, when the batch is done: (base_offset, append_time, error).
         self.outcome: tuple[int, int, Any] | None = None
         # A front end's objects to visit when the batch is done (None: none).
@@ -307,6 +311,7 @@ class ProducerBatch:
             b.size = self.size * hi // max(1, n) - sum(x.size for x in parts)
             b.attempts = self.attempts
             b.maybe_written = self.maybe_written
+            b.last_error = self.last_error
             b.order = (*self.order, len(parts))
             parts.append(b)
         first, second = parts

@@ -260,7 +260,9 @@ class ProduceEngine:
                         batch,
                         -1,
                         -1,
-                        DeliveryTimeoutError(batch.topic, batch.partition, batch.maybe_written),
+                        DeliveryTimeoutError(
+                            batch.topic, batch.partition, batch.maybe_written, batch.last_error
+                        ),
                     )
                     if self.idempotent and batch.base_sequence is not None:
                         self.needs_epoch_bump = True
@@ -334,6 +336,7 @@ class ProduceEngine:
                 ),
             )
         else:
+            batch.last_error = LeaderNotAvailable(f"no leader for {batch.topic}/{batch.partition}")
             batch.retry_at = now + self._wait_backoff(batch)
 
     def _expired(self, batch: ProducerBatch, now: float) -> bool:
@@ -570,6 +573,7 @@ class ProduceEngine:
             self._finish(batch, -1, -1, self._final_error(batch, now, error, True))
             return
         batch.attempts -= 1
+        batch.last_error = error
         self._requeue(batch, self._state(batch), now, count=False)
         batch.retry_at = now + self._wait_backoff(batch)
 
@@ -582,6 +586,7 @@ class ProduceEngine:
         ):
             self.metrics.retries += 1
             self.metrics.topic(batch.topic).retries += 1
+            batch.last_error = error
             self._requeue(batch, self._state(batch), now, count=True)
             return
         self._gap(batch)

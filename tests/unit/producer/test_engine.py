@@ -761,3 +761,24 @@ def test_a_request_that_cannot_be_sent_fails_its_batches_without_maybe_written()
     h.engine.on_send_error(plan, error, h.now)
     assert h.done == [(batch, -1, -1, error)]
     assert not batch.maybe_written and h.engine.idle and not h.engine.needs_producer_id
+
+
+def test_expire_names_the_last_error_of_a_batch_waiting_for_a_retry() -> None:
+    # A batch queued for a retry (or waiting for a leader) whose delivery
+    # timeout runs out in expire(): its DeliveryTimeoutError says why.
+    h = Harness(delivery_timeout_s=3.0)
+    batch = h.add(0, 1)
+    h.answer(h.only_plan(), {0: NOT_ENOUGH_REPLICAS})
+    h.engine.expire(h.now + 5.0, lambda b: b.created + 3.0)
+    ((b, _o, _t, error),) = h.done
+    assert b is batch and isinstance(error, DeliveryTimeoutError)
+    assert error.last_error is not None and error.last_error.code == NOT_ENOUGH_REPLICAS
+    assert error.__cause__ is error.last_error
+
+    h = Harness(delivery_timeout_s=3.0, leaders={0: None})
+    h.add(0, 1)
+    assert h.plan() == []  # no leader: waits (not an attempt)
+    h.engine.expire(h.now + 5.0, lambda b: b.created + 3.0)
+    ((_b, _o, _t, error),) = h.done
+    assert isinstance(error, DeliveryTimeoutError)
+    assert "no leader" in str(error.last_error)
