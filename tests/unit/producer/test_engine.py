@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from grete.errors import (
+    InvalidRecord,
     KafkaConnectionError,
     KafkaError,
+    LeaderNotAvailable,
     MessageSizeTooLarge,
     NotEnoughReplicas,
     NotLeaderOrFollower,
@@ -250,15 +252,39 @@ def test_non_retriable_error_fails_at_once() -> None:
     h = Harness()
     h.add(0, 1)
     h.answer(h.only_plan(), {0: 87})  # INVALID_RECORD: not retriable
-    assert len(h.done) == 1 and h.done[0][3] is not None
+    # The code's own class (docs/guarantees.rst, "Broker refuses the batch"),
+    # refused: certainly not written.
+    ((_b, offset, _t, error),) = h.done
+    assert type(error) is InvalidRecord and error.code == 87, error
+    assert offset == -1 and not error.retriable
     assert h.engine.idle
 
 
 def test_duplicate_sequence_counts_as_success() -> None:
     h = Harness(idempotent=True)
     batch = h.add(0, 2)
-    h.answer(h.only_plan(), {0: DUPLICATE})
-    assert [(b, e) for b, _o, _t, e in h.done] == [(batch, None)]
+    plan = h.only_plan()
+    # Whatever base_offset comes with the code, the broker does not say where
+    # the earlier write landed: the result's offset is -1 (docs/guarantees.rst).
+    body = {
+        "responses": [
+            {
+                "name": TOPIC,
+                "partition_responses": [
+                    {
+                        "index": 0,
+                        "error_code": DUPLICATE,
+                        "base_offset": 7,
+                        "log_append_time_ms": -1,
+                        "error_message": None,
+                        "record_errors": [],
+                    }
+                ],
+            }
+        ]
+    }
+    h.engine.on_response(plan, body, h.now)
+    assert [(b, o, e) for b, o, _t, e in h.done] == [(batch, -1, None)]
     assert not h.engine.needs_epoch_bump
     assert h.engine.idle
 
@@ -474,13 +500,20 @@ def test_in_flight_batch_behind_a_failed_one_survives_the_epoch_bump() -> None:
 def test_no_leader_waits_are_bounded_by_the_delivery_timeout() -> None:
     h = Harness(max_retries=2, leaders={0: None}, delivery_timeout_s=12.0)  # type: ignore[dict-item]
     h.add(0, 1)
+    start = h.now
     for _ in range(10):
         assert h.plan() == []
         assert h.engine.needs_metadata
         if h.done:
             break
         h.advance(5.0)
-    assert len(h.done) == 1 and h.done[0][3] is not None
+    # Waiting spent no attempt (max_retries=2 would have ended it at the third
+    # look); it ended at the first look past the delivery timeout, with the
+    # error docs/guarantees.rst names ("Leader killed, leader moved").
+    assert h.now - start == 15.0
+    ((_b, offset, _t, error),) = h.done
+    assert isinstance(error, LeaderNotAvailable), error
+    assert offset == -1
     assert h.engine.idle
 
 
