@@ -169,6 +169,9 @@ class BrokerConnection:
         self._written = 0
         self._queued = 0
         self.api_versions: dict[int, tuple[int, int]] = {}
+        # Feature levels the cluster finalized (ApiVersions v3+), e.g.
+        # "transaction.version" -> 2.
+        self.features: dict[str, int] = {}
         self.closed_error: KafkaError | None = None
 
     def __repr__(self) -> str:
@@ -282,6 +285,9 @@ class BrokerConnection:
         if response.body["error_code"] != 0:
             raise error_for_code(response.body["error_code"], "ApiVersions")
         self.api_versions = parse_api_versions(response.body)
+        self.features = {
+            f["name"]: f["max_version_level"] for f in response.body.get("finalized_features") or ()
+        }
 
     def version(self, api: Api, cap: int | None = None) -> int:
         """The highest version of ``api`` both sides speak (at most ``cap``)."""

@@ -106,7 +106,7 @@ class ProducerBatch:
         # (5,) < (5, 0) < (5, 1) < (6,).
         self.order: tuple[int, ...] = ()
         self._encoded: bytes | None = None
-        self._encoded_for: tuple[int, int, int, int, int | None] | None = None
+        self._encoded_for: tuple[int, int, int, int, int | None, bool] | None = None
         # Its first records encoded already, as runs (see add_run): (how many,
         # their greatest timestamp delta, the runs). One attribute, replaced
         # whole, so an interrupt never leaves a count that disagrees with
@@ -219,11 +219,14 @@ class ProducerBatch:
         level: int | None,
         producer_id: int = -1,
         producer_epoch: int = -1,
+        transactional: bool = False,
     ) -> bytes:
         seq = -1 if self.base_sequence is None else self.base_sequence
-        identity = (producer_id, producer_epoch, seq, int(compression), level)
+        identity = (producer_id, producer_epoch, seq, int(compression), level, transactional)
         if self._encoded is None or self._encoded_for != identity:
-            encoded = self._encode_runs(compression, level, producer_id, producer_epoch, seq)
+            encoded = self._encode_runs(
+                compression, level, producer_id, producer_epoch, seq, transactional
+            )
             self._encoded = (
                 encoded
                 if encoded is not None
@@ -238,6 +241,7 @@ class ProducerBatch:
                     producer_id=producer_id,
                     producer_epoch=producer_epoch,
                     base_sequence=seq,
+                    is_transactional=transactional,
                 )
             )
             self._encoded_for = identity
@@ -250,6 +254,7 @@ class ProducerBatch:
         producer_id: int,
         producer_epoch: int,
         seq: int,
+        transactional: bool = False,
     ) -> bytes | None:
         """The batch framed from its runs and the rest as one more run; None
         when it has none, or the rest does not fit one."""
@@ -283,6 +288,7 @@ class ProducerBatch:
             producer_id=producer_id,
             producer_epoch=producer_epoch,
             base_sequence=seq,
+            is_transactional=transactional,
         )
 
     def release_encoding(self) -> None:

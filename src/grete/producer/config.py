@@ -54,6 +54,7 @@ Kind = Literal[
     "acks",  # 0, 1, -1 or "all"
     "idempotence",  # True, False or None (then: required_acks == -1)
     "in_flight",  # an int in 1..5 with idempotence, 1..1000 without
+    "txn_id",  # None or a non-empty str
 ]
 
 
@@ -182,6 +183,23 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         low=1024,
         bad=(1023, None),
+    ),
+    Option(
+        "transactional_id",
+        "Makes the producer transactional (init_transactions(), begin/commit/abort): "
+        "one id per producer instance that must survive its restarts; None: not transactional.",
+        {"KafkaProducer": None},
+        "txn_id",
+        bad=("", 7),
+    ),
+    Option(
+        "transaction_timeout_ms",
+        "How long the coordinator lets a transaction stay open before aborting it.",
+        {"KafkaProducer": 60_000},
+        "int",
+        low=1,
+        high=_INT32_MAX,
+        bad=(0, 1.5),
     ),
     Option(
         "enable_idempotence",
@@ -324,6 +342,8 @@ class ProducerConfig:
     ack_timeout_ms: int
     batch_size: int
     max_request_size: int
+    transactional_id: str | None
+    transaction_timeout_ms: int
     enable_idempotence: bool
     max_in_flight: int
     delivery_timeout_ms: float
@@ -476,8 +496,19 @@ def _check(option: Option, value: Any, none_default: bool, got: dict[str, Any]) 
             if isinstance(value, str) and value.lower() == "all":
                 return -1
             raise _refused(name, "0, 1, -1 or 'all'", value)
+        case "txn_id":
+            if value is None or (isinstance(value, str) and value):
+                return value
+            raise _refused(name, "None or a non-empty str", value)
         case "idempotence":
             acks = got["required_acks"]
+            # A transactional producer is idempotent, with acks from every replica.
+            if got["transactional_id"] is not None and (value is False or acks != -1):
+                raise ConfigurationError(
+                    "transactional_id needs enable_idempotence (True or None) and "
+                    f"required_acks=-1, not enable_idempotence={value!r}, "
+                    f"required_acks={acks!r}"
+                )
             if value is None:
                 return acks == -1
             if not isinstance(value, bool):

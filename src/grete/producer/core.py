@@ -49,6 +49,7 @@ from grete.protocol.records import BATCH_OVERHEAD
 if TYPE_CHECKING:
     from grete.producer.config import ProducerConfig
     from grete.producer.lane import TopicLane
+    from grete.producer.transactions import TransactionManager
 
 log = logging.getLogger("grete.producer")
 metrics_log = logging.getLogger("grete.producer.metrics")
@@ -71,7 +72,7 @@ _live_cores: weakref.WeakSet[ProducerCore] = weakref.WeakSet()
 
 def _mark_forked() -> None:
     for core in list(_live_cores):
-        core.refusal = FORKED
+        core.refuse_for_good(FORKED)
         # Fresh locks: one the parent's sender thread held at the fork stays
         # held here for ever (that thread is not in this process), and every
         # call that takes it, produce() included, would hang instead of
@@ -164,8 +165,51 @@ class ProducerCore:
         # thread is not in this process) or the sender thread died. One
         # attribute, so the inline path pays one check for all.
         self.refusal: str | None = None
+        # What produce() raises with it (a transactional producer refuses
+        # outside a transaction with TransactionStateError).
+        self.refusal_type: type[KafkaError] = ProducerClosedError
+        self._txn_refusal = False
+        # A transactional producer's state machine (see transactions.py).
+        self.txn: TransactionManager | None = None
+        if config.transactional_id is not None:
+            from grete.producer.transactions import NOT_IN_TRANSACTION, TransactionManager
+
+            self.txn = TransactionManager(
+                self, config.transactional_id, config.transaction_timeout_ms
+            )
+            self.driver.txn = self.txn
+            self.refuse(NOT_IN_TRANSACTION)
         _live_cores.add(self)
         self.thread = threading.Thread(target=self.run, name="grete-sender", daemon=True)
+
+    # -- refusals ------------------------------------------------------------
+
+    def refuse(self, reason: str | None, kind: type[KafkaError] | None = None) -> None:
+        """A transactional producer's refusal of produce() (outside a
+        transaction: ``kind`` TransactionStateError by default), or None to
+        allow it again. Never replaces a refusal for good (closed, forked,
+        the sender died)."""
+        from grete.producer.errors import TransactionStateError
+
+        with self.lock:
+            if self.refusal is None or self._txn_refusal:
+                self.refusal = reason
+                self.refusal_type = kind or TransactionStateError
+                self._txn_refusal = reason is not None
+
+    def refuse_for_good(self, reason: str) -> None:
+        """Closed (or its thread gone): produce() raises ProducerClosedError."""
+        self.refusal = reason
+        self.refusal_type = ProducerClosedError
+        self._txn_refusal = False
+
+    def fail_unsent(self, error: KafkaError) -> None:
+        """Fail every record not handed to the engine yet (an aborted
+        transaction's): they were not written."""
+        with self.lock:
+            batches = self.accs.take_all()
+        for batch in batches:
+            self.batch_done(batch, -1, -1, error)
 
     # -- topics ------------------------------------------------------------
 
@@ -270,6 +314,8 @@ class ProducerCore:
                 timeout = 0.1 if deadline is None else max(0.0, min(0.1, deadline - SLACK_S - now))
                 if waiting:
                     timeout = min(timeout, self.config.retry_backoff_s)
+                if self.txn is not None and self.txn.op is not None:
+                    timeout = min(timeout, 0.005)  # a transaction call is waiting
                 self.driver.step(timeout)
         except BaseException as exc:  # never die silently with messages queued
             log.exception("sender thread failed")
@@ -277,7 +323,7 @@ class ProducerCore:
             with self.lock:
                 # Under the lock that produce() queues under: a message is either
                 # among the leftovers, failed below, or refused.
-                self.refusal = f"the sender thread stopped: {error}"
+                self.refuse_for_good(f"the sender thread stopped: {error}")
                 leftovers = accs.take_all()
             for batch in leftovers:  # batch_done takes the lock itself
                 self.batch_done(batch, -1, -1, error)
@@ -395,6 +441,8 @@ class ProducerCore:
         n = len(batch.values)
         counters = self.metrics.topic(batch.topic)
         if error is not None:
+            if self.txn is not None:
+                self.txn.batch_failed(error)
             self.metrics.errors += n
             counters.errors += n
             # Seen even by an application that dropped its futures.
@@ -510,8 +558,12 @@ class ProducerCore:
         if self.refusal is FORKED:
             return  # the parent's: its sender thread delivers, in the parent
         # produce()'s inline paths check only the refusal: a closed producer refuses.
-        if self.refusal is None:
-            self.refusal = "produce() on a closed producer"
+        if self.refusal is None or self._txn_refusal:
+            self.refuse_for_good("produce() on a closed producer")
+        if self.txn is not None:
+            # An open transaction is not committed by close(): what is unsent is
+            # failed (the coordinator aborts the transaction at its timeout).
+            self.txn.closing()
         shutdown(self, self.delivery_timeout_s if timeout is None else timeout)
 
 
@@ -583,6 +635,6 @@ def abandoned(core: ProducerCore, kind: str) -> None:
             ResourceWarning,
             stacklevel=2,
         )
-        if core.refusal is None:
-            core.refusal = "produce() on a closed producer"
+        if core.refusal is None or core._txn_refusal:
+            core.refuse_for_good("produce() on a closed producer")
         shutdown(core, core.delivery_timeout_s)

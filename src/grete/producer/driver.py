@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grete.cluster import Cluster
 from grete.connection import Pending
@@ -18,6 +18,9 @@ from grete.errors import KafkaConnectionError, KafkaError, StillConnecting, erro
 from grete.producer.engine import Plan, ProduceEngine
 from grete.protocol import messages as m
 from grete.protocol.errors import error_info
+
+if TYPE_CHECKING:
+    from grete.producer.transactions import TransactionManager
 
 log = logging.getLogger("grete.producer")
 
@@ -54,6 +57,11 @@ class Driver:
         # where the brokers auto-create topics).
         self.wanted: set[str] = set()
         self.leader_of = cluster.leader_id
+        # Produce's highest version (a transactional producer of transactions
+        # v1 caps it at 11: v12 in a transaction means transactions v2).
+        self.produce_cap = PRODUCE_MAX_VERSION
+        # A transactional producer's: it owns the producer id (see step).
+        self.txn: TransactionManager | None = None
 
     def step(self, timeout: float) -> None:
         """Send what is ready, then wait up to ``timeout`` for answers."""
@@ -75,7 +83,9 @@ class Driver:
             # Asked for by an error, or the periodic refresh (metadata_max_age_ms)
             # that finds new partitions and moved leaders before any error does.
             self._refresh_metadata(now)
-        if (
+        if self.txn is not None:
+            self.txn.step(now)
+        elif (
             engine.needs_producer_id
             and engine.in_flight == 0
             and self._pid_pending is None
@@ -150,7 +160,7 @@ class Driver:
                 plan.node_id,
                 m.PRODUCE,
                 plan.body,
-                cap=PRODUCE_MAX_VERSION,
+                cap=self.produce_cap,
                 expect_response=plan.expect_response,
                 wait_connect=False,
                 # Its answer is queued, not handled, by whoever polls: see _landed.

@@ -46,6 +46,9 @@ _RECORD_LIST_TOO_LARGE = 18
 _OUT_OF_ORDER_SEQUENCE = 45
 _DUPLICATE_SEQUENCE = 46
 _UNKNOWN_PRODUCER_ID = 59
+# A transactional Produce that came while the coordinator still writes the last
+# transaction's markers (transactions v2): sent again shortly.
+_CONCURRENT_TRANSACTIONS = 51
 # REQUEST_TIMED_OUT and NOT_ENOUGH_REPLICAS_AFTER_APPEND: written on the leader.
 _APPENDED_CODES = (7, 20)
 # How soon a batch waiting for a handshake looks again (the connect thread also
@@ -145,6 +148,9 @@ class ProduceEngine:
         self.metrics = metrics if metrics is not None else Metrics()
         # Set when the producer is closing out of time: nothing is retried any more.
         self.closing_error: KafkaError | None = None
+        # gate(topic, partition): may this partition's head be sent now? (A
+        # transactional producer's: only once the partition joined the transaction.)
+        self.gate: Callable[[str, int], bool] | None = None
 
     # -- state -------------------------------------------------------------
 
@@ -296,11 +302,14 @@ class ProduceEngine:
             return
         # Group eligible partition heads by leader.
         by_node: dict[int, list[tuple[_PartitionState, ProducerBatch]]] = {}
+        gate = self.gate
         for (topic, partition), state in self._partitions.items():
             if not state.queue or state.in_flight >= self._limit(state):
                 continue
             head = state.queue[0]
             if head.retry_at > now:
+                continue
+            if gate is not None and not gate(topic, partition):
                 continue
             node = leader_of(topic, partition)
             if node is None:
@@ -373,7 +382,11 @@ class ProduceEngine:
                 batch.base_sequence = state.next_sequence
                 state.next_sequence = (state.next_sequence + len(batch)) % _SEQUENCE_WRAP
             data = batch.encode(
-                self.compression, self.compression_level, self.producer_id, self.producer_epoch
+                self.compression,
+                self.compression_level,
+                self.producer_id,
+                self.producer_epoch,
+                self.transactional_id is not None,
             )
             if batches and size + len(data) > self.max_request_size:
                 rest.append((state, batch))
@@ -499,6 +512,9 @@ class ProduceEngine:
             return
         info = error_info(code)
         error = error_for_code(code, f"{where} {detail}".strip())
+        if code == _CONCURRENT_TRANSACTIONS and self.transactional_id is not None:
+            self._failed(batch, now, error, retriable=True)
+            return
         if code in _APPENDED_CODES:
             # The leader appended the records but the replicas did not confirm
             # in time: a later failure must say they may be in the log.

@@ -95,3 +95,33 @@ class ProduceFailureError(KafkaError):
         )
         self.results = list(results)
         self.failures = list(failures)
+
+
+class TransactionError(KafkaError):
+    """A transactional producer's error (see :class:`TransactionStateError`,
+    :class:`TransactionAbortableError`, :class:`TransactionFatalError`)."""
+
+
+class TransactionStateError(TransactionError):
+    """A call the transaction's state does not allow (``produce()`` outside
+    a transaction, ``commit_transaction()`` before ``begin_transaction()``,
+    ``begin_transaction()`` twice...). Nothing was done."""
+
+
+class TransactionAbortableError(TransactionError):
+    """The transaction cannot commit (a message failed, a call timed out in
+    a way that left it in doubt): call ``abort_transaction()``, then begin
+    again. ``__cause__`` says what failed."""
+
+
+class TransactionFatalError(TransactionError):
+    """The producer cannot go on (fenced by a newer instance with the same
+    ``transactional_id``, not authorized, a broker that does not support
+    transactions): close it. ``__cause__`` is the broker's error."""
+
+
+class TransactionAbortedError(TransactionError):
+    """The message's transaction was aborted before the message was sent:
+    it was not written."""
+
+    maybe_written = False

@@ -8,17 +8,23 @@ lane of its own (:mod:`grete.producer.lane`) on its first message.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from grete.cluster import Cluster
 from grete.errors import ConfigurationError
 from grete.producer.config import resolve
 from grete.producer.core import ProducerCore, abandoned
-from grete.producer.errors import InvalidMessageError
+from grete.producer.errors import (
+    InvalidMessageError,
+    ProducerClosedError,
+    TransactionStateError,
+)
 from grete.producer.futures import Callback, DeliveryFuture
+from grete.producer.transactions import TransactionManager, TxnState
 from grete.protocol.compression import CompressionType
 
 if TYPE_CHECKING:
@@ -81,6 +87,8 @@ class KafkaProducer:
         key_serializer: Callable[[Any], bytes] | None = None,
         metrics_log_interval_ms: float = 60_000,
         unknown_topic_timeout_ms: float = 10_000,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         **unknown: Any,
     ) -> None:
         # Every option by name; any other keyword is refused by resolve(), naming it.
@@ -156,6 +164,82 @@ class KafkaProducer:
         self._closed = True
         self._finalizer.detach()
         self._core.close(timeout)
+
+    # -- transactions ------------------------------------------------------
+
+    def _txn(self) -> TransactionManager:
+        txn = self._core.txn
+        if txn is None:
+            raise TransactionStateError(
+                "this producer is not transactional (give it a transactional_id)"
+            )
+        if self._closed:
+            raise ProducerClosedError("the producer is closed")
+        return txn
+
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Register the ``transactional_id`` with its coordinator: fences any
+        earlier producer with the same id and aborts (or finishes) the
+        transaction it left open. Called once, before the first
+        transaction; may be called again after a timeout (it goes on)."""
+        self._txn().init(timeout)
+
+    def begin_transaction(self) -> None:
+        """Start a transaction: ``produce()`` is allowed until it is committed
+        or aborted."""
+        self._txn().begin()
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Send every message of the transaction, wait for their
+        acknowledgements, then commit: all of them (and the offsets sent
+        with :meth:`send_offsets_to_transaction`) become visible to
+        ``read_committed`` readers at once. Raises
+        :class:`~grete.producer.errors.TransactionAbortableError` when a message
+        failed (then call :meth:`abort_transaction`)."""
+        self._txn().commit(timeout)
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the transaction: messages not sent yet fail (not written),
+        those sent are never visible to ``read_committed`` readers. Allowed
+        while messages are in flight and after a failed commit."""
+        self._txn().abort(timeout)
+
+    def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[tuple[str, int], int],
+        group_id: str,
+        *,
+        generation_id: int = -1,
+        member_id: str = "",
+        group_instance_id: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Commit a consumer group's offsets in the transaction (exactly-once
+        consume-transform-produce): ``offsets`` maps ``(topic, partition)`` to
+        the next offset to read. They count only if the transaction commits."""
+        self._txn().send_offsets(
+            offsets,
+            group_id,
+            generation_id=generation_id,
+            member_id=member_id,
+            group_instance_id=group_instance_id,
+            timeout=timeout,
+        )
+
+    @contextlib.contextmanager
+    def transaction(self, timeout: float | None = None) -> Iterator[KafkaProducer]:
+        """``with producer.transaction(): ...``: begins a transaction, commits
+        it when the block ends, aborts it when the block raises (the
+        exception is re-raised)."""
+        txn = self._txn()
+        txn.begin()
+        try:
+            yield self
+        except BaseException:
+            if txn.state in (TxnState.IN_TRANSACTION, TxnState.ABORTABLE_ERROR):
+                txn.abort(timeout)
+            raise
+        txn.commit(timeout)
 
     def metrics(self) -> dict[str, Any]:
         """Counters and timings: messages/bytes sent, batches, retries,

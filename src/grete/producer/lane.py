@@ -26,7 +26,7 @@ from grete.errors import MessageSizeTooLarge
 from grete.partitioners import StickyPartitioner, java_key_hash
 from grete.producer.accumulator import KeyPlacer, record_size
 from grete.producer.batch import ProducerBatch
-from grete.producer.errors import InvalidMessageError, ProducerClosedError, ProducerQueueFullError
+from grete.producer.errors import InvalidMessageError, ProducerQueueFullError
 from grete.producer.futures import Callback, DeliveryFuture, watch
 from grete.producer.grouping import java_ids
 from grete.producer.message import to_bytes, to_headers
@@ -158,7 +158,7 @@ class TopicLane:
         """:meth:`produce` for every case, with every check."""
         core = self._core
         if core.refusal is not None:
-            raise ProducerClosedError(core.refusal)
+            raise core.refusal_type(core.refusal)
         if self._serializer is not None and value is not None:
             value = self._serializer(value)
         if self._key_serializer is not None and partition_key is not None:
@@ -199,7 +199,7 @@ class TopicLane:
         future = DeliveryFuture()
         with core.lock:
             if core.refusal is not None:  # the sender died since the check above
-                raise ProducerClosedError(core.refusal)
+                raise core.refusal_type(core.refusal)
             acc = self._acc
             # Staged keyed records were produced before this one: placed first,
             # they stay first (and the queue slots their stage reserved and did
@@ -251,7 +251,7 @@ class TopicLane:
             # Closed meanwhile, or the sender died: refused, even with room now
             # (nobody would drain what went into the accumulator).
             if core.refusal is not None:
-                raise ProducerClosedError(core.refusal)
+                raise core.refusal_type(core.refusal)
             if (
                 core.queued_messages < self._max_queued_messages
                 and core.queued_bytes + size <= self._max_buffer_bytes

@@ -127,6 +127,7 @@ def frame_record_runs(
     producer_id: int = -1,
     producer_epoch: int = -1,
     base_sequence: int = -1,
+    is_transactional: bool = False,
 ) -> bytes:
     """A record batch from its ``n`` records encoded as runs
     (:func:`encode_record_run`, in order from the first record, together
@@ -143,4 +144,5 @@ def frame_record_runs(
         producer_id,
         producer_epoch,
         base_sequence,
+        is_transactional,
     )

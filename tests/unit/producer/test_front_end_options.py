@@ -41,6 +41,8 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "key_serializer": {"key_serializer": str.encode},
     "metrics_log_interval_ms": {"metrics_log_interval_ms": 0},
     "unknown_topic_timeout_ms": {"unknown_topic_timeout_ms": 500},
+    "transactional_id": {"transactional_id": "orders-1"},
+    "transaction_timeout_ms": {"transaction_timeout_ms": 30_000},
 }
 
 
@@ -49,7 +51,7 @@ def _construct(front_end: str, cluster: Cluster, options: dict[str, Any]) -> Any
         return Producer(cluster, cluster._topics["t"], **options)
     if front_end == "BackgroundProducer":
         return BackgroundProducer(cluster, cluster._topics["t"], **options)
-    from grete import KafkaProducer  # type: ignore[attr-defined]
+    from grete import KafkaProducer
 
     return KafkaProducer(cluster, **options)
 
