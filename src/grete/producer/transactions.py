@@ -411,6 +411,15 @@ class TransactionManager:
             and not (needs_pid and state is not TxnState.UNINITIALIZED)
         ):
             return
+        if (
+            op is not None
+            and op.kind in ("commit", "abort")
+            and not (self._started or self.added or self._offsets_added)
+        ):
+            # Nothing of this transaction reached a broker: it ends here,
+            # without its coordinator.
+            (self._abort_step if op.kind == "abort" else self._commit_step)(op)
+            return
         if self.coordinator is None:
             self._send_find(now)
             return
