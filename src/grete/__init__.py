@@ -49,6 +49,12 @@ from grete.producer import (
     Producer,
     ProducerClosedError,
     ProducerQueueFullError,
+    TransactionAbortableError,
+    TransactionAbortedError,
+    TransactionError,
+    TransactionFatalError,
+    TransactionState,
+    TransactionStateError,
 )
 from grete.protocol.compression import CompressionType
 from grete.security import SaslOAuthBearer, SaslPlain, SaslScram, make_ssl_context
@@ -94,6 +100,12 @@ __all__ = [
     "SaslScram",
     "StickyPartitioner",
     "Topic",
+    "TransactionAbortableError",
+    "TransactionAbortedError",
+    "TransactionError",
+    "TransactionFatalError",
+    "TransactionState",
+    "TransactionStateError",
     "UnknownTopicOrPartition",
     "UnsupportedCodecError",
     "__version__",

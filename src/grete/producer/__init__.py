@@ -10,11 +10,17 @@ from grete.producer.errors import (
     ProduceFailureError,
     ProducerClosedError,
     ProducerQueueFullError,
+    TransactionAbortableError,
+    TransactionAbortedError,
+    TransactionError,
+    TransactionFatalError,
+    TransactionStateError,
 )
 from grete.producer.futures import DeliveryFuture
 from grete.producer.kafka_producer import KafkaProducer
 from grete.producer.message import DeliveryResult, Message
 from grete.producer.sync import Producer
+from grete.producer.transactions import TransactionState
 
 __all__ = [
     "BackgroundProducer",
@@ -30,4 +36,10 @@ __all__ = [
     "Producer",
     "ProducerClosedError",
     "ProducerQueueFullError",
+    "TransactionAbortableError",
+    "TransactionAbortedError",
+    "TransactionError",
+    "TransactionFatalError",
+    "TransactionState",
+    "TransactionStateError",
 ]

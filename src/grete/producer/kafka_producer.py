@@ -24,7 +24,7 @@ from grete.producer.errors import (
     TransactionStateError,
 )
 from grete.producer.futures import Callback, DeliveryFuture
-from grete.producer.transactions import TransactionManager, TxnState
+from grete.producer.transactions import TransactionManager, TransactionState
 from grete.protocol.compression import CompressionType
 
 if TYPE_CHECKING:
@@ -177,6 +177,11 @@ class KafkaProducer:
             raise ProducerClosedError("the producer is closed")
         return txn
 
+    @property
+    def transaction_state(self) -> TransactionState:
+        """Where the transactional producer stands (see :class:`TransactionState`)."""
+        return self._txn().state
+
     def init_transactions(self, timeout: float | None = None) -> None:
         """Register the ``transactional_id`` with its coordinator: fences any
         earlier producer with the same id and aborts (or finishes) the
@@ -235,11 +240,13 @@ class KafkaProducer:
         txn.begin()
         try:
             yield self
+            txn.commit(timeout)
         except BaseException:
-            if txn.state in (TxnState.IN_TRANSACTION, TxnState.ABORTABLE_ERROR):
+            # The block raised, or the commit failed (abortable): aborted, and
+            # the exception goes on. (A fatal error leaves nothing to abort.)
+            if txn.state in (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR):
                 txn.abort(timeout)
             raise
-        txn.commit(timeout)
 
     def metrics(self) -> dict[str, Any]:
         """Counters and timings: messages/bytes sent, batches, retries,

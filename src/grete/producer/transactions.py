@@ -1,7 +1,7 @@
 """Transactions: the state machine of a transactional producer and the
 requests it makes of the transaction and group coordinators.
 
-States (:class:`TxnState`)::
+States (:class:`TransactionState`)::
 
     UNINITIALIZED --init_transactions()--> INITIALIZING --> READY
     READY --begin_transaction()--> IN_TRANSACTION
@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from grete.connection import Pending
-from grete.errors import KafkaError, KafkaTimeoutError, error_for_code
+from grete.errors import ConfigurationError, KafkaError, KafkaTimeoutError, error_for_code
 from grete.producer.errors import (
     TransactionAbortableError,
     TransactionAbortedError,
@@ -64,7 +64,11 @@ _REQUEST_TIMED_OUT = 7
 _UNKNOWN_TOPIC_OR_PARTITION = 3
 _INVALID_TXN_STATE = 48
 #: The producer cannot go on: fenced, not authorized, not supported.
-FATAL_CODES = frozenset({31, 35, 43, 47, 49, 52, 53, 90})
+FATAL_CODES = frozenset({31, 35, 43, 49, 52, 53, 90})
+# The coordinator aborted the transaction at its timeout and bumped the epoch
+# (KIP-588): abortable; the abort then takes the new epoch with
+# InitProducerId instead of EndTxn.
+_INVALID_PRODUCER_EPOCH = 47
 _FIND_AGAIN = frozenset({_COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR})
 _TRY_AGAIN = frozenset(
     {
@@ -83,7 +87,7 @@ _CONCURRENT_BACKOFF_S = 0.02
 NOT_IN_TRANSACTION = "produce() outside a transaction: call begin_transaction() first"
 
 
-class TxnState(enum.Enum):
+class TransactionState(enum.Enum):
     """The states of a transactional producer (see the module docstring)."""
 
     UNINITIALIZED = "uninitialized"
@@ -126,7 +130,7 @@ class TransactionManager:
         self.network = core.network
         self.engine = core.engine
         self.lock = threading.Lock()  # state and op, between user threads and the sender
-        self.state = TxnState.UNINITIALIZED
+        self.state = TransactionState.UNINITIALIZED
         self.op: _Op | None = None
         self.error: KafkaError | None = None  # why ABORTABLE_ERROR / FATAL_ERROR
         # Transactions v2 (KIP-890), decided from the coordinator at init.
@@ -145,6 +149,9 @@ class TransactionManager:
         self._offsets_added = False
         self._started = False  # anything sent in this transaction (v2: nothing to end)
         self._bump = False  # an epoch bump is due once the transaction ended (v1)
+        # The coordinator bumped our epoch (transaction timed out): the abort
+        # is an InitProducerId with the current id and epoch, not an EndTxn.
+        self._recover = False
         self.engine.transactional_id = transactional_id
         self.engine.gate = self.gate
 
@@ -154,25 +161,25 @@ class TransactionManager:
         with self.lock:
             op = self.op
             if op is None or op.kind != "init":
-                if self.state is TxnState.FATAL_ERROR:
+                if self.state is TransactionState.FATAL_ERROR:
                     raise self._fatal()
-                if self.state is not TxnState.UNINITIALIZED:
+                if self.state is not TransactionState.UNINITIALIZED:
                     raise TransactionStateError(
                         f"init_transactions() in state {self.state.value}: called once, first"
                     )
-                self.state = TxnState.INITIALIZING
+                self.state = TransactionState.INITIALIZING
                 op = self.op = _Op("init")
         self._wait(op, timeout, "init_transactions")
 
     def begin(self) -> None:
         with self.lock:
             self._check_usable()
-            if self.state is not TxnState.READY:
+            if self.state is not TransactionState.READY:
                 raise TransactionStateError(
                     f"begin_transaction() in state {self.state.value}"
                     + (" (call init_transactions() first)" if self._uninitialized() else "")
                 )
-            self.state = TxnState.IN_TRANSACTION
+            self.state = TransactionState.IN_TRANSACTION
             self.added.clear()
             self._to_add.clear()
             self._offsets_added = False
@@ -185,15 +192,15 @@ class TransactionManager:
             op = self.op
             if op is None or op.kind != "commit":
                 self._check_usable()
-                if self.state is TxnState.ABORTABLE_ERROR:
+                if self.state is TransactionState.ABORTABLE_ERROR:
                     raise TransactionAbortableError(
                         f"the transaction cannot commit: {self.error}; call abort_transaction()"
                     ) from self.error
-                if self.state is not TxnState.IN_TRANSACTION:
+                if self.state is not TransactionState.IN_TRANSACTION:
                     raise TransactionStateError(f"commit_transaction() in state {self.state.value}")
                 if op is not None:
                     raise TransactionStateError(f"commit_transaction() while {op.kind} runs")
-                self.state = TxnState.COMMITTING
+                self.state = TransactionState.COMMITTING
                 self.core.refuse(NOT_IN_TRANSACTION)
                 op = self.op = _Op("commit")
         # Every message of the transaction acknowledged first (they are all
@@ -208,20 +215,20 @@ class TransactionManager:
         with self.lock:
             op = self.op
             if op is None or op.kind != "abort":
-                if self.state is TxnState.FATAL_ERROR:
+                if self.state is TransactionState.FATAL_ERROR:
                     raise self._fatal()
-                if (
-                    op is not None
-                    and op.kind == "commit"
-                    and self.state is TxnState.ABORTABLE_ERROR
-                ):
-                    op.finish(self._abortable())  # the commit gave up: abort instead
+                if op is not None and op.kind == "offsets":
+                    # Still trying (it timed out for its caller): given up.
+                    op.finish(TransactionAbortableError("the transaction was aborted"))
                     self.op = op = None
-                if self.state not in (TxnState.IN_TRANSACTION, TxnState.ABORTABLE_ERROR):
+                if self.state not in (
+                    TransactionState.IN_TRANSACTION,
+                    TransactionState.ABORTABLE_ERROR,
+                ):
                     raise TransactionStateError(f"abort_transaction() in state {self.state.value}")
                 if op is not None:
                     raise TransactionStateError(f"abort_transaction() while {op.kind} runs")
-                self.state = TxnState.ABORTING
+                self.state = TransactionState.ABORTING
                 self.core.refuse(NOT_IN_TRANSACTION)
                 op = self.op = _Op("abort")
         # What was not sent yet is not written: failed here, before the sender
@@ -241,14 +248,12 @@ class TransactionManager:
         timeout: float | None,
     ) -> None:
         if not isinstance(group_id, str) or not group_id:
-            raise TransactionStateError(f"group_id must be a non-empty str, not {group_id!r}")
+            raise ConfigurationError(f"group_id must be a non-empty str, not {group_id!r}")
         topics: dict[str, list[dict[str, Any]]] = {}
         for key, offset in dict(offsets).items():
             topic, partition = key
             if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-                raise TransactionStateError(
-                    f"offset of {key!r} must be an int >= 0, not {offset!r}"
-                )
+                raise ConfigurationError(f"offset of {key!r} must be an int >= 0, not {offset!r}")
             topics.setdefault(topic, []).append(
                 {
                     "partition_index": partition,
@@ -259,24 +264,27 @@ class TransactionManager:
             )
         with self.lock:
             self._check_usable()
-            if self.state is not TxnState.IN_TRANSACTION:
-                raise TransactionStateError(
-                    f"send_offsets_to_transaction() in state {self.state.value}"
-                )
-            if self.op is not None:
-                raise TransactionStateError(
-                    f"send_offsets_to_transaction() while {self.op.kind} runs"
-                )
-            op = self.op = _Op("offsets")
-            op.offsets = topics
-            op.group = {
-                "group_id": group_id,
-                "generation_id": generation_id,
-                "member_id": member_id,
-                "group_instance_id": group_instance_id,
-                "coordinator": None,
-            }
-            op.step = "add" if not self.v2 else "find group"
+            if self.op is not None and self.op.kind == "offsets":
+                op = self.op  # called again after a timeout: wait for it
+            else:
+                if self.state is not TransactionState.IN_TRANSACTION:
+                    raise TransactionStateError(
+                        f"send_offsets_to_transaction() in state {self.state.value}"
+                    )
+                if self.op is not None:
+                    raise TransactionStateError(
+                        f"send_offsets_to_transaction() while {self.op.kind} runs"
+                    )
+                op = self.op = _Op("offsets")
+                op.offsets = topics
+                op.group = {
+                    "group_id": group_id,
+                    "generation_id": generation_id,
+                    "member_id": member_id,
+                    "group_instance_id": group_instance_id,
+                    "coordinator": None,
+                }
+                op.step = "add" if not self.v2 else "find group"
         self.core.network.wakeup()
         self._wait(op, timeout, "send_offsets_to_transaction")
 
@@ -287,10 +295,10 @@ class TransactionManager:
         and a call waiting is told."""
         with self.lock:
             open_txn = self.state in (
-                TxnState.IN_TRANSACTION,
-                TxnState.ABORTABLE_ERROR,
-                TxnState.COMMITTING,
-                TxnState.ABORTING,
+                TransactionState.IN_TRANSACTION,
+                TransactionState.ABORTABLE_ERROR,
+                TransactionState.COMMITTING,
+                TransactionState.ABORTING,
             )
             op, self.op = self.op, None
         if op is not None:
@@ -301,21 +309,26 @@ class TransactionManager:
             )
 
     def _wait(self, op: _Op, timeout: float | None, what: str) -> None:
-        if not op.done.wait(timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not op.done.is_set():
             if self.core.stopped.is_set():
                 raise TransactionFatalError(f"{what}: the producer's sender thread stopped")
-            raise KafkaTimeoutError(
-                f"{what} did not complete within {timeout:.1f}s; it goes on: call it again to wait"
-            )
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if left <= 0:
+                raise KafkaTimeoutError(
+                    f"{what} did not complete within {timeout:.1f}s; "
+                    "it goes on: call it again to wait"
+                )
+            op.done.wait(left)
         if op.error is not None:
             raise op.error
 
     def _check_usable(self) -> None:
-        if self.state is TxnState.FATAL_ERROR:
+        if self.state is TransactionState.FATAL_ERROR:
             raise self._fatal()
 
     def _uninitialized(self) -> bool:
-        return self.state in (TxnState.UNINITIALIZED, TxnState.INITIALIZING)
+        return self.state in (TransactionState.UNINITIALIZED, TransactionState.INITIALIZING)
 
     def _fatal(self) -> TransactionFatalError:
         error = TransactionFatalError(
@@ -357,14 +370,19 @@ class TransactionManager:
         with self.lock:
             if code in FATAL_CODES:
                 self._become_fatal(error)
-            elif self.state in (TxnState.IN_TRANSACTION, TxnState.COMMITTING):
+            elif self.state in (TransactionState.IN_TRANSACTION, TransactionState.COMMITTING):
+                if code == _INVALID_PRODUCER_EPOCH:
+                    self._recover = True
                 self._become_abortable(error)
 
     def _become_abortable(self, error: KafkaError) -> None:
         """(Under the lock.) A commit waiting is told at once."""
-        self.state = TxnState.ABORTABLE_ERROR
+        self.state = TransactionState.ABORTABLE_ERROR
         self.error = error
-        self.core.refuse(NOT_IN_TRANSACTION)
+        self.core.refuse(
+            f"the transaction cannot commit ({error}): call abort_transaction()",
+            TransactionAbortableError,
+        )
         if self.op is not None and self.op.kind in ("commit", "offsets"):
             self.op.finish(self._abortable())
             self.op = None
@@ -372,7 +390,7 @@ class TransactionManager:
     def _become_fatal(self, error: KafkaError) -> None:
         """(Under the lock.)"""
         log.error("transactional producer %r cannot go on: %s", self.id, error)
-        self.state = TxnState.FATAL_ERROR
+        self.state = TransactionState.FATAL_ERROR
         self.error = error
         self.core.refuse(
             f"the transactional producer cannot go on: {error}; close it", TransactionFatalError
@@ -402,13 +420,13 @@ class TransactionManager:
             return
         with self.lock:
             op, state = self.op, self.state
-        if state is TxnState.FATAL_ERROR:
+        if state is TransactionState.FATAL_ERROR:
             return
         needs_pid = self.engine.producer_id < 0 or self.engine.needs_epoch_bump
         if (
             op is None
             and not self._to_add
-            and not (needs_pid and state is not TxnState.UNINITIALIZED)
+            and not (needs_pid and state is not TransactionState.UNINITIALIZED)
         ):
             return
         if (
@@ -430,11 +448,13 @@ class TransactionManager:
         elif (
             needs_pid
             and self.engine.in_flight == 0
-            and (state is not TxnState.IN_TRANSACTION or not self._started)
+            and (state is not TransactionState.IN_TRANSACTION or not self._started)
         ):
             self._send_init_pid(bump=True)
         elif (
-            self._to_add and not self.v2 and state in (TxnState.IN_TRANSACTION, TxnState.COMMITTING)
+            self._to_add
+            and not self.v2
+            and state in (TransactionState.IN_TRANSACTION, TransactionState.COMMITTING)
         ):
             self._send_add_partitions()
         elif op is not None and op.kind == "offsets":
@@ -481,9 +501,11 @@ class TransactionManager:
             self._retry_later(now, error, find=False)
         else:
             with self.lock:
-                if code in FATAL_CODES or self.op is None or self.op.kind == "init":
+                if code in FATAL_CODES or (self.op is not None and self.op.kind == "init"):
                     self._become_fatal(error)
-                elif self.state in (TxnState.IN_TRANSACTION, TxnState.COMMITTING):
+                elif self.state in (TransactionState.IN_TRANSACTION, TransactionState.COMMITTING):
+                    if code == _INVALID_PRODUCER_EPOCH:
+                        self._recover = True
                     self._become_abortable(error)
                 else:
                     # Aborting: the coordinator aborts the transaction at its
@@ -552,9 +574,13 @@ class TransactionManager:
         with self.lock:
             op = self.op
             if op is not None and op.kind == "init":
-                self.state = TxnState.READY
+                self.state = TransactionState.READY
                 self.op = None
                 op.finish()
+                return
+        if op is not None and op.kind == "abort" and self._recover:
+            self._recover = False
+            self._ended()
 
     def _speaks_v2(self) -> bool:
         """Transactions v2: the coordinator finalizes transaction.version >= 2
@@ -653,7 +679,14 @@ class TransactionManager:
                 cap=5 if self.v2 else 4,
             )
 
+    def _offsets_op(self) -> _Op | None:
+        """The send_offsets operation an answer belongs to (None: aborted since)."""
+        op = self.op
+        return op if op is not None and op.kind == "offsets" else None
+
     def _offsets_added_answer(self, body: dict[str, Any]) -> None:
+        if self._offsets_op() is None:
+            return
         code = body["error_code"]
         if code:
             self._broker_error(code, "AddOffsetsToTxn")
@@ -661,25 +694,30 @@ class TransactionManager:
         self._failures = 0
         self._offsets_added = True
         self._started = True
-        if self.op is not None:
-            self.op.step = "find group"
+        op = self._offsets_op()
+        if op is not None:
+            op.step = "find group"
 
     def _group_found(self, body: dict[str, Any]) -> None:
+        op = self._offsets_op()
+        if op is None:
+            return
         entry = (body.get("coordinators") or [body])[0]
         code = entry.get("error_code", 0)
         if code:
             self._broker_error(code, "FindCoordinator (group)")
             return
-        if self.op is not None:
-            self.op.group["coordinator"] = entry["node_id"]
-            self.op.step = "commit"
+        op.group["coordinator"] = entry["node_id"]
+        op.step = "commit"
 
     def _offsets_committed(self, body: dict[str, Any]) -> None:
+        if self._offsets_op() is None:
+            return
         worst = 0
         for topic in body["topics"]:
             for p in topic["partitions"]:
                 worst = worst or p["error_code"]
-        op = self.op
+        op = self._offsets_op()
         if worst in _FIND_AGAIN or worst == _COORDINATOR_LOAD_IN_PROGRESS:
             if op is not None:
                 op.step = "find group"
@@ -702,7 +740,11 @@ class TransactionManager:
     def _commit_step(self, op: _Op) -> None:
         # The caller flushed: every message is acknowledged or failed (a
         # failure made the state ABORTABLE_ERROR and finished this op).
-        if self.state is not TxnState.COMMITTING or not self.engine.idle or len(self.core.accs):
+        if (
+            self.state is not TransactionState.COMMITTING
+            or not self.engine.idle
+            or len(self.core.accs)
+        ):
             return
         self._end(True)
 
@@ -716,6 +758,11 @@ class TransactionManager:
             return  # their answers first: the transaction ends after them
         if len(self.core.accs):
             return  # (fail_unsent on the caller's thread is emptying them)
+        if self._recover:
+            # The coordinator aborted at its timeout and bumped the epoch: an
+            # InitProducerId with the current id and epoch takes the new one.
+            self._send_init_pid(bump=True)
+            return
         if engine.needs_epoch_bump and not self.v2:
             # Batches that left their sequence (failed after being sent): the
             # coordinator aborts with the old epoch, then a new epoch.
@@ -753,12 +800,13 @@ class TransactionManager:
     def _ended(self) -> None:
         with self.lock:
             op = self.op
-            self.state = TxnState.READY
+            self.state = TransactionState.READY
             self.error = None
             self.op = None
             self.added.clear()
             self._to_add.clear()
             self._offsets_added = False
             self._started = False
+            self._recover = False
         if op is not None:
             op.finish()

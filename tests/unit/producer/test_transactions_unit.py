@@ -23,7 +23,7 @@ from grete.producer.errors import (
     TransactionFatalError,
     TransactionStateError,
 )
-from grete.producer.transactions import TransactionManager, TxnState
+from grete.producer.transactions import TransactionManager, TransactionState
 
 
 def _producer(cluster: Cluster, **kw: Any) -> KafkaProducer:
@@ -42,7 +42,7 @@ def _initialized(p: KafkaProducer) -> TransactionManager:
     """As if init_transactions() had completed (id 1000, epoch 0)."""
     txn = _txn(p)
     p._core.engine.set_producer_id(1000, 0)
-    txn.state = TxnState.READY
+    txn.state = TransactionState.READY
     return txn
 
 
@@ -123,12 +123,12 @@ def test_each_misuse_is_refused_and_changes_nothing(cluster: Cluster) -> None:
         p.begin_transaction()
         with pytest.raises(TransactionStateError, match="begin_transaction"):
             p.begin_transaction()
-        assert txn.state is TxnState.IN_TRANSACTION
-        with pytest.raises(TransactionStateError, match="offset"):
+        assert txn.state is TransactionState.IN_TRANSACTION
+        with pytest.raises(ConfigurationError, match="offset"):
             p.send_offsets_to_transaction({("t", 0): -1}, "group")
-        with pytest.raises(TransactionStateError, match="group_id"):
+        with pytest.raises(ConfigurationError, match="group_id"):
             p.send_offsets_to_transaction({("t", 0): 1}, "")
-        assert txn.state is TxnState.IN_TRANSACTION
+        assert txn.state is TransactionState.IN_TRANSACTION
     finally:
         p.close(timeout=0.5)
 
@@ -139,12 +139,12 @@ def test_a_transaction_that_sent_nothing_ends_without_its_coordinator(cluster: C
         txn = _initialized(p)
         p.begin_transaction()
         p.commit_transaction(timeout=5)
-        assert txn.state is TxnState.READY
+        assert txn.state is TransactionState.READY
         with p.transaction():
             pass
         p.begin_transaction()
         p.abort_transaction(timeout=5)
-        assert txn.state is TxnState.READY
+        assert txn.state is TransactionState.READY
     finally:
         p.close(timeout=0.5)
 
@@ -160,7 +160,7 @@ def test_abort_fails_unsent_messages_as_not_written(cluster: Cluster) -> None:
         for f in futures:
             error = f.exception(timeout=1)
             assert isinstance(error, TransactionAbortedError) and not f.maybe_written
-        assert txn.state is TxnState.READY
+        assert txn.state is TransactionState.READY
         assert p.metrics()["queued_messages"] == 0
         p.begin_transaction()  # and a new one can begin
     finally:
@@ -173,8 +173,9 @@ def test_a_failed_message_makes_the_transaction_abortable(cluster: Cluster) -> N
         txn = _initialized(p)
         p.begin_transaction()
         txn.batch_failed(error_for_code(19, "t/0"))  # NOT_ENOUGH_REPLICAS, given up on
-        assert txn.state is TxnState.ABORTABLE_ERROR
-        with pytest.raises(TransactionStateError):
+        assert txn.state is TransactionState.ABORTABLE_ERROR
+        assert p.transaction_state is TransactionState.ABORTABLE_ERROR
+        with pytest.raises(TransactionAbortableError, match="abort_transaction"):
             p.produce("t", b"more")
         with pytest.raises(TransactionAbortableError, match="abort_transaction") as info:
             p.commit_transaction(timeout=1)
@@ -182,21 +183,21 @@ def test_a_failed_message_makes_the_transaction_abortable(cluster: Cluster) -> N
         with pytest.raises(TransactionStateError):
             p.begin_transaction()
         p.abort_transaction(timeout=5)
-        assert txn.state is TxnState.READY
+        assert txn.state is TransactionState.READY
         p.begin_transaction()
         assert not p.produce("t", b"again").done()
     finally:
         p.close(timeout=0.5)
 
 
-@pytest.mark.parametrize("code", [90, 47, 53], ids=["fenced", "epoch", "unauthorized"])
+@pytest.mark.parametrize("code", [90, 53, 35], ids=["fenced", "unauthorized", "unsupported"])
 def test_a_fencing_error_leaves_the_producer_unusable(cluster: Cluster, code: int) -> None:
     p = _producer(cluster)
     try:
         txn = _initialized(p)
         p.begin_transaction()
         txn.batch_failed(error_for_code(code, "t/0"))
-        assert txn.state is TxnState.FATAL_ERROR
+        assert txn.state is TransactionState.FATAL_ERROR
         for call in (
             lambda: p.produce("t", b"v"),
             lambda: p.commit_transaction(timeout=1),
@@ -219,7 +220,7 @@ def test_calls_are_bounded_by_their_timeout_and_can_be_made_again(cluster: Clust
             with pytest.raises(KafkaTimeoutError, match="call it again"):
                 p.init_transactions(timeout=0.3)
             assert time.monotonic() - start < 5
-        assert _txn(p).state is TxnState.INITIALIZING
+        assert _txn(p).state is TransactionState.INITIALIZING
     finally:
         p.close(timeout=0.5)
 
@@ -250,6 +251,23 @@ def test_the_context_manager_aborts_on_an_exception_and_reraises_it(cluster: Clu
             f = p.produce("t", b"v")
             raise ValueError("boom")
         assert isinstance(f.exception(timeout=1), TransactionAbortedError)
-        assert txn.state is TxnState.READY
+        assert txn.state is TransactionState.READY
+    finally:
+        p.close(timeout=0.5)
+
+
+def test_a_transaction_timed_out_by_its_coordinator_is_abortable(cluster: Cluster) -> None:
+    # INVALID_PRODUCER_EPOCH: the coordinator aborted it at transaction_timeout_ms
+    # and bumped the epoch (KIP-588); the abort then takes the new epoch with
+    # InitProducerId instead of EndTxn.
+    p = _producer(cluster)
+    try:
+        txn = _initialized(p)
+        p.begin_transaction()
+        txn.batch_failed(error_for_code(47, "t/0"))
+        assert p.transaction_state is TransactionState.ABORTABLE_ERROR
+        assert txn._recover
+        with pytest.raises(TransactionAbortableError):
+            p.commit_transaction(timeout=1)
     finally:
         p.close(timeout=0.5)
