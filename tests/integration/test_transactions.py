@@ -28,6 +28,7 @@ import contextlib
 import os
 import selectors
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ from typing import Any
 import pytest
 
 from grete import KafkaClient, KafkaProducer
+from grete.errors import KafkaTimeoutError
 from grete.producer.errors import (
     TransactionAbortableError,
     TransactionAbortedError,
@@ -386,12 +388,18 @@ def test_a_sigkilled_producer_process_never_becomes_visible(target: Target) -> N
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_coordinator_sigkill_mid_transaction_all_or_nothing(target: Target) -> None:
-    """Messages to 2 topics acknowledged, the coordinator's broker SIGKILLed,
-    more messages (a third topic too: v1 must add its partitions at the new
-    coordinator), then commit: committed as a whole (every message visible,
-    once) or, if the commit fails, aborted as a whole (none visible). Then a
-    new transaction commits."""
+@pytest.mark.parametrize("when", ["mid-transaction", "during-EndTxn"])
+def test_coordinator_sigkill_mid_transaction_all_or_nothing(target: Target, when: str) -> None:
+    """The transaction coordinator's broker SIGKILLed with a transaction
+    open: committed as a whole (every message visible, once) or, if the
+    commit fails, aborted as a whole (none visible). Then a new transaction
+    commits.
+
+    mid-transaction: messages to 2 topics acknowledged, the kill, more
+    messages (a third topic too: v1 adds its partitions at the new
+    coordinator), then commit. during-EndTxn: every message acknowledged,
+    then commit, the kill as soon as its EndTxn is on the wire (or, if
+    commit was too quick to catch, right after it)."""
     _needs_harness(target)
     cluster = target.cluster
     topics = _topics(target, 3, "coord")
@@ -400,19 +408,39 @@ def test_coordinator_sigkill_mid_transaction_all_or_nothing(target: Target) -> N
     second = [(topics[i % 3], b"after:%d" % i) for i in range(600)]
     kept = [(topics[i % 3], b"kept:%d" % i) for i in range(300)]
     outcome = ""
-    victim: int | None = None
+    caught: list[bool] = []
+    committing = threading.Event()
+    watcher: threading.Thread | None = None
     try:
         with _transactional(target, _txn_id("coord")) as producer:
             txn = producer._core.txn
             assert txn is not None
             victim = txn.coordinator
             assert victim is not None
+
+            def kill_during_end_txn() -> None:
+                assert txn is not None and victim is not None
+                deadline = time.monotonic() + 60.0
+                committing.wait(60.0)
+                while time.monotonic() < deadline and committing.is_set():
+                    if txn._on_answer == txn._end_answer:  # EndTxn in flight
+                        break
+                    time.sleep(0.0002)
+                caught.append(committing.is_set())
+                cluster.broker(victim).kill()
+
             producer.begin_transaction()
             futures = [producer.produce(t, v, key=v) for t, v in first]
             assert producer.flush(timeout=TXN_TIMEOUT_S) == 0
             _assert_delivered(futures)
-            cluster.broker(victim).kill()
+            if when == "mid-transaction":
+                cluster.broker(victim).kill()
             futures += [producer.produce(t, v, key=v) for t, v in second]
+            if when == "during-EndTxn":
+                assert producer.flush(timeout=TXN_TIMEOUT_S) == 0
+                watcher = threading.Thread(target=kill_during_end_txn, daemon=True)
+                watcher.start()
+                committing.set()
             t0 = time.monotonic()
             try:
                 producer.commit_transaction(timeout=120.0)
@@ -420,8 +448,17 @@ def test_coordinator_sigkill_mid_transaction_all_or_nothing(target: Target) -> N
             except TransactionAbortableError as exc:
                 outcome = f"aborted ({exc})"
                 producer.abort_transaction(timeout=120.0)
+            finally:
+                committing.clear()
             took = time.monotonic() - t0
-            print(f"\ncoordinator {victim} killed: {outcome} in {took:.1f}s")
+            if watcher is not None:
+                watcher.join(70.0)
+                assert not watcher.is_alive()
+                assert not cluster.broker(victim).is_running
+            print(
+                f"\ncoordinator {victim} killed ({when}"
+                f"{', EndTxn in flight' if caught == [True] else ''}): {outcome} in {took:.1f}s"
+            )
             if outcome == "committed":
                 _assert_delivered(futures)
             producer.begin_transaction()
@@ -429,6 +466,9 @@ def test_coordinator_sigkill_mid_transaction_all_or_nothing(target: Target) -> N
             producer.commit_transaction(timeout=120.0)
             _assert_delivered(kept_futures)
     finally:
+        committing.clear()
+        if watcher is not None:
+            watcher.join(70.0)
         heal(cluster, shape)
     visible = _all(read_to_end(target.bootstrap, shape, timeout_s=READ_S))
     expected = Counter(v for _, v in kept)
@@ -437,6 +477,94 @@ def test_coordinator_sigkill_mid_transaction_all_or_nothing(target: Target) -> N
     assert visible == expected, (
         f"{outcome}: {sum(visible.values())} visible, expected {sum(expected.values())}"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.xfail(
+    strict=True,
+    raises=KafkaTimeoutError,
+    reason=(
+        "bug: a transport error on TxnOffsetCommit (the group coordinator died) is "
+        "retried at the same dead node until the call times out: op.step stays "
+        "'commit', the group coordinator is never looked up again"
+    ),
+)
+def test_group_coordinator_sigkill_during_send_offsets(target: Target) -> None:
+    """The consumer group's coordinator SIGKILLed (and kept down) just as
+    send_offsets_to_transaction() sends it TxnOffsetCommit: the group's new
+    coordinator (elected once the dead broker is fenced, after
+    broker.session.timeout.ms = 3 s here) is found within the call's timeout,
+    the offsets are committed with the transaction, and the group reads them
+    back. (The kill is timed by a hook on the producer's network: the moment
+    grete sends TxnOffsetCommit to the group coordinator it found, before the
+    request leaves.)"""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from grete.protocol import messages as m
+
+    _needs_harness(target)
+    cluster = target.cluster
+    source, sink = _topics(target, 2, "groupcoord")
+    group = f"grete-groupcoord-{uuid.uuid4().hex[:8]}"
+    killed: list[tuple[int, float]] = []
+    took: float | None = None
+    try:
+        with _transactional(target, _txn_id("groupcoord")) as producer:
+            # A first transaction with offsets: the group exists, the path works.
+            producer.begin_transaction()
+            producer.produce(sink, b"first")
+            producer.send_offsets_to_transaction({(source, 0): 1}, group, timeout=TXN_TIMEOUT_S)
+            producer.commit_transaction(timeout=TXN_TIMEOUT_S)
+
+            txn = producer._core.txn
+            assert txn is not None
+            network = txn.network
+            real_send = network.send
+
+            def send(node: int, api: Any, body: Any, **kw: Any) -> Any:
+                if api is m.TXN_OFFSET_COMMIT and not killed:
+                    cluster.broker(node).kill()
+                    killed.append((node, time.monotonic()))
+                return real_send(node, api, body, **kw)
+
+            producer.begin_transaction()
+            future = producer.produce(sink, b"second")
+            assert producer.flush(timeout=TXN_TIMEOUT_S) == 0
+            offsets = {(source, p): 10 + p for p in range(PARTITIONS)}
+            network.send = send  # type: ignore[method-assign]
+            try:
+                t0 = time.monotonic()
+                producer.send_offsets_to_transaction(offsets, group, timeout=30.0)
+                took = time.monotonic() - t0
+            finally:
+                del network.send
+            assert killed, "TxnOffsetCommit was never sent"
+            print(
+                f"\ngroup coordinator {killed[0][0]} killed (transaction coordinator "
+                f"{txn.coordinator}): send_offsets_to_transaction took {took:.1f}s"
+            )
+            producer.commit_transaction(timeout=30.0)
+            assert future.exception(timeout=0) is None
+
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": target.bootstrap,
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                }
+            )
+            try:
+                committed = consumer.committed(
+                    [TopicPartition(source, p) for p in range(PARTITIONS)], timeout=30
+                )
+            finally:
+                consumer.close()
+            assert {(source, tp.partition): tp.offset for tp in committed} == offsets
+    finally:
+        heal(cluster, {source: PARTITIONS, sink: PARTITIONS})
+    assert _all(read_to_end(target.bootstrap, {sink: PARTITIONS})) == Counter([b"first", b"second"])
 
 
 # -- (5) consume-transform-produce ----------------------------------------------
@@ -485,6 +613,7 @@ class _Processor:
         self.consumer.assign([TopicPartition(source, p, o) for p, o in self.next.items()])
         self.commits = 0
         self.aborts = 0
+        self.commit_s: list[float] = []  # send_offsets + commit, each transaction
 
     def progress(self) -> int:
         return sum(self.next.values())
@@ -513,6 +642,7 @@ class _Processor:
         from confluent_kafka import TopicPartition
 
         offsets = {(self.source, p): o for p, o in pending.items()}
+        t0 = time.monotonic()
         try:
             self.producer.send_offsets_to_transaction(offsets, self.group, timeout=TXN_TIMEOUT_S)
             self.producer.commit_transaction(timeout=TXN_TIMEOUT_S)
@@ -525,6 +655,7 @@ class _Processor:
         else:
             self.next.update(pending)
             self.commits += 1
+        self.commit_s.append(time.monotonic() - t0)
 
     def abandon(self, count: int) -> None:
         """Open a transaction, write ``count`` transformed messages (flushed:
@@ -651,11 +782,14 @@ def test_consume_transform_produce_exactly_once(target: Target) -> None:
             killer.thread.join(2 * BROKER_START_TIMEOUT_S)
         heal(target.cluster, shape)
     assert killer.killed_at is not None and killer.killed_at < end
+    commit_s = [t for p in processors for t in p.commit_s]
     print(
         f"\n{n} messages in {end - t0:.1f}s; processor restarted at {restart_at}; broker "
         f"{killer.victim} killed at {killer.killed_at - t0:.1f}s, back at "
         f"{(killer.restarted_at or t0) - t0:.1f}s; commits "
-        f"{[p.commits for p in processors]}, aborts {[p.aborts for p in processors]}"
+        f"{[p.commits for p in processors]}, aborts {[p.aborts for p in processors]}; "
+        f"offsets+commit p50 {statistics.median(commit_s) * 1e3:.0f} ms, "
+        f"max {max(commit_s) * 1e3:.0f} ms"
     )
 
     out = read_to_end(target.bootstrap, {sink: PARTITIONS}, timeout_s=READ_S)[sink]
