@@ -152,6 +152,15 @@ class TransactionManager:
         # The coordinator bumped our epoch (transaction timed out): the abort
         # is an InitProducerId with the current id and epoch, not an EndTxn.
         self._recover = False
+        # The InitProducerId that tells the two apart: the new epoch (the
+        # transaction timed out: abortable) or PRODUCER_FENCED (fatal). A
+        # commit waits for its answer before it says which.
+        self._probing = False
+        self._recovered = False
+        self._probe_done = threading.Event()
+        # The node of the request in flight is the group coordinator (an
+        # offsets commit): a failure sends it to find that one again.
+        self._pending_group = False
         self.engine.transactional_id = transactional_id
         self.engine.gate = self.gate
 
@@ -188,6 +197,11 @@ class TransactionManager:
 
     def commit(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.state is TransactionState.ABORTABLE_ERROR and self._recover:
+            # A message met INVALID_PRODUCER_EPOCH: fenced, or only timed out?
+            # The sender is asking the coordinator; its answer decides which
+            # error this commit raises.
+            self._probe_done.wait(timeout)
         with self.lock:
             op = self.op
             if op is None or op.kind != "commit":
@@ -349,6 +363,10 @@ class TransactionManager:
     def gate(self, topic: str, partition: int) -> bool:
         """The engine's gate: may a batch of this partition be sent now? In
         v1 only once AddPartitionsToTxn added the partition."""
+        if self.state not in (TransactionState.IN_TRANSACTION, TransactionState.COMMITTING):
+            # Failed or aborting: nothing more goes out in this transaction
+            # (under v2 a Produce would enrol the partition in a new one).
+            return False
         key = (topic, partition)
         self._started = True
         if self.v2 or key in self.added:
@@ -392,6 +410,8 @@ class TransactionManager:
         log.error("transactional producer %r cannot go on: %s", self.id, error)
         self.state = TransactionState.FATAL_ERROR
         self.error = error
+        self._probing = False
+        self._probe_done.set()
         self.core.refuse(
             f"the transactional producer cannot go on: {error}; close it", TransactionFatalError
         )
@@ -410,10 +430,11 @@ class TransactionManager:
             pending, handler = self._pending, self._on_answer
             self._pending = self._on_answer = None
             assert handler is not None
+            to_group, self._pending_group = self._pending_group, False
             try:
                 response = pending.result()
             except KafkaError as exc:  # the connection broke or timed out
-                self._retry_later(now, exc, find=True)
+                self._lost(now, exc, to_group)
             else:
                 handler(response)
         if self._pending is not None or self._find is not None or now < self._next_try:
@@ -421,6 +442,14 @@ class TransactionManager:
         with self.lock:
             op, state = self.op, self.state
         if state is TransactionState.FATAL_ERROR:
+            return
+        if self._recover and not (self._probing or self._recovered):
+            if self.coordinator is None:
+                self._send_find(now)
+            elif self.engine.in_flight == 0:
+                # INVALID_PRODUCER_EPOCH on a message: timed out, or fenced?
+                self._probing = True
+                self._send_init_pid(bump=True)
             return
         needs_pid = self.engine.producer_id < 0 or self.engine.needs_epoch_bump
         if (
@@ -462,6 +491,16 @@ class TransactionManager:
         elif op is not None and op.kind == "commit":
             self._commit_step(op)
 
+    def _lost(self, now: float, error: KafkaError, to_group: bool) -> None:
+        """A request's node could not be reached: find its coordinator again
+        (the group's, for an offsets commit), after a backoff."""
+        op = self._offsets_op()
+        if to_group and op is not None:
+            op.step = "find group"
+            self._retry_later(now, error, find=False)
+        else:
+            self._retry_later(now, error, find=True)
+
     def _retry_later(self, now: float, error: KafkaError, *, find: bool) -> None:
         self._failures += 1
         if find:
@@ -477,13 +516,16 @@ class TransactionManager:
         body: dict[str, Any],
         handler: Callable[[Any], None],
         cap: int | None = None,
+        *,
+        to_group: bool = False,
     ) -> None:
         try:
             self._pending = self.network.send(node, api, body, cap=cap, wait_connect=False)
             self._on_answer = handler
+            self._pending_group = to_group
         except KafkaError as exc:
             if exc.retriable:
-                self._retry_later(time.monotonic(), exc, find=node == self.coordinator)
+                self._lost(time.monotonic(), exc, to_group)
             else:
                 with self.lock:
                     self._become_fatal(exc)
@@ -501,7 +543,11 @@ class TransactionManager:
             self._retry_later(now, error, find=False)
         else:
             with self.lock:
-                if code in FATAL_CODES or (self.op is not None and self.op.kind == "init"):
+                if (
+                    code in FATAL_CODES
+                    or self._probing
+                    or (self.op is not None and self.op.kind == "init")
+                ):
                     self._become_fatal(error)
                 elif self.state in (TransactionState.IN_TRANSACTION, TransactionState.COMMITTING):
                     if code == _INVALID_PRODUCER_EPOCH:
@@ -578,9 +624,12 @@ class TransactionManager:
                 self.op = None
                 op.finish()
                 return
-        if op is not None and op.kind == "abort" and self._recover:
-            self._recover = False
-            self._ended()
+        if self._probing:
+            # Not fenced: the coordinator had aborted the transaction at its
+            # timeout; this is the new epoch. The abort now ends locally.
+            self._probing = False
+            self._recovered = True
+            self._probe_done.set()
 
     def _speaks_v2(self) -> bool:
         """Transactions v2: the coordinator finalizes transaction.version >= 2
@@ -658,7 +707,11 @@ class TransactionManager:
                 "coordinator_keys": [group["group_id"]],
             }
             self._send(
-                nodes[self._failures % len(nodes)], m.FIND_COORDINATOR, body, self._group_found
+                nodes[self._failures % len(nodes)],
+                m.FIND_COORDINATOR,
+                body,
+                self._group_found,
+                to_group=True,
             )
         else:  # "commit"
             body = {
@@ -677,6 +730,7 @@ class TransactionManager:
                 body,
                 self._offsets_committed,
                 cap=5 if self.v2 else 4,
+                to_group=True,
             )
 
     def _offsets_op(self) -> _Op | None:
@@ -760,8 +814,10 @@ class TransactionManager:
             return  # (fail_unsent on the caller's thread is emptying them)
         if self._recover:
             # The coordinator aborted at its timeout and bumped the epoch: an
-            # InitProducerId with the current id and epoch takes the new one.
-            self._send_init_pid(bump=True)
+            # InitProducerId with the current id and epoch took the new one
+            # (step), and there is no transaction left to end.
+            if self._recovered:
+                self._ended()
             return
         if engine.needs_epoch_bump and not self.v2:
             # Batches that left their sequence (failed after being sent): the
@@ -808,5 +864,7 @@ class TransactionManager:
             self._offsets_added = False
             self._started = False
             self._recover = False
+            self._recovered = False
+            self._probe_done.clear()
         if op is not None:
             op.finish()
