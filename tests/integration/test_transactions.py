@@ -42,7 +42,6 @@ from typing import Any
 import pytest
 
 from grete import KafkaClient, KafkaProducer
-from grete.errors import KafkaTimeoutError
 from grete.producer.errors import (
     TransactionAbortableError,
     TransactionAbortedError,
@@ -481,15 +480,6 @@ def test_coordinator_sigkill_mid_transaction_all_or_nothing(target: Target, when
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    strict=True,
-    raises=KafkaTimeoutError,
-    reason=(
-        "bug: a transport error on TxnOffsetCommit (the group coordinator died) is "
-        "retried at the same dead node until the call times out: op.step stays "
-        "'commit', the group coordinator is never looked up again"
-    ),
-)
 def test_group_coordinator_sigkill_during_send_offsets(target: Target) -> None:
     """The consumer group's coordinator SIGKILLed (and kept down) just as
     send_offsets_to_transaction() sends it TxnOffsetCommit: the group's new
