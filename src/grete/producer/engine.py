@@ -298,7 +298,11 @@ class ProduceEngine:
         encoded) only when the one before was taken. A driver that frames
         each request (and drops its encodings) before asking for the next
         holds one request's encodings at a time, not every request's."""
-        if self._queued == 0 or (self.idempotent and self.needs_producer_id):
+        if (
+            self._queued == 0
+            or (self.idempotent and self.needs_producer_id)
+            or self.closing_error is not None  # closed out of time: failed, not sent
+        ):
             return
         # Group eligible partition heads by leader.
         by_node: dict[int, list[tuple[_PartitionState, ProducerBatch]]] = {}
@@ -584,7 +588,12 @@ class ProduceEngine:
 
     def _wait(self, batch: ProducerBatch, now: float, error: KafkaError) -> None:
         """Requeue without spending an attempt, unless the delivery timeout ran out."""
-        if self._expired(batch, now) or self.closing_error is not None:
+        if self.closing_error is not None:
+            # Closed out of time while this one waited: close()'s error.
+            self._gap(batch)
+            self._finish(batch, -1, -1, self.closing_error)
+            return
+        if self._expired(batch, now):
             self._gap(batch)
             self._finish(batch, -1, -1, self._final_error(batch, now, error, True))
             return

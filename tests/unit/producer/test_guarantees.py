@@ -284,16 +284,6 @@ def test_close_fails_queued_as_not_written_and_in_flight_as_maybe_written() -> N
             cluster.network.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: once close() ran out of time (engine.closing_error set), ProduceEngine.plans() "
-        "still hands out queued batches, and one whose send fails without leaving the machine "
-        "(StillConnecting, connection refused) is finished by _wait() with that connection "
-        "error (_final_error returns it while closing_error is set), not with close()'s "
-        "KafkaTimeoutError as docs/guarantees.rst promises for queued batches"
-    ),
-)
 def test_a_batch_sent_after_close_ran_out_fails_with_the_closing_error() -> None:
     # The race the background producer runs into under load: close() sets
     # closing_error from its thread while the sender is between its
@@ -303,8 +293,9 @@ def test_a_batch_sent_after_close_ran_out_fails_with_the_closing_error() -> None
     batch = h.add(0, 1)
     closing = KafkaTimeoutError("producer closed before delivery (0.1s)")
     h.engine.closing_error = closing
-    for plan in h.plan():
+    for plan in h.plan():  # (none: plans() hands out nothing once closing)
         h.engine.on_transport_error(plan, StillConnecting("still connecting"), h.now, sent=False)
+    h.engine.fail_all(closing)  # what the sender's loop does next
     ((b, _o, _t, error),) = h.done
     assert b is batch and not batch.maybe_written
     assert isinstance(error, KafkaTimeoutError), error
