@@ -18,6 +18,7 @@ from grete.errors import ConfigurationError, KafkaError
 from grete.producer.config import resolve
 from grete.producer.core import ProducerCore, abandoned
 from grete.producer.fast import STAGE_MAX
+from grete.producer.frontend import CoreFrontEnd
 from grete.producer.futures import Callback, DeliveryFuture
 from grete.protocol.compression import CompressionType
 
@@ -31,7 +32,7 @@ _STAGE_MAX = STAGE_MAX
 _NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
 
 
-class BackgroundProducer:
+class BackgroundProducer(CoreFrontEnd):
     """Produce without waiting: each ``produce()`` returns a :class:`DeliveryFuture`.
 
     pykafka 2.x's asynchronous producer with its users' complaints answered:
@@ -102,7 +103,7 @@ class BackgroundProducer:
             raise ConfigurationError("pass client.cluster and client.topics[name]")
         config = resolve("BackgroundProducer", options)
         self._cluster, self._topic = cluster, topic
-        self._sender = core = ProducerCore(cluster, config)
+        self._core = self._sender = core = ProducerCore(cluster, config)
         lane = core.lane(topic.name, topic)
         self._acc = lane._acc
         self._sticky = lane._sticky
@@ -143,36 +144,6 @@ class BackgroundProducer:
         """pykafka's delivery reports: ``(future, error)``; raises ``queue.Empty``."""
         return self._sender.get_delivery_report(block, timeout)
 
-    def flush(self, timeout: float | None = None) -> int:
-        """Send everything queued and wait for its reports; returns how many
-        messages are still unreported (0 unless ``timeout`` ran out)."""
-        return self._sender.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Deliver or fail everything queued, then stop the sender thread.
-
-        Bounded: within ``timeout`` seconds (default: ``delivery_timeout_ms``)
-        every queued message has been reported, failed ones with the reason.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        self._finalizer.detach()
-        self._sender.close(timeout)
-
     def stop(self) -> None:
         """pykafka's name for :meth:`close`."""
-        self.close()
-
-    def metrics(self) -> dict[str, Any]:
-        """Counters and timings: messages/bytes sent, batches, retries, errors,
-        queue depth, request latency percentiles (ms), and the same counters
-        per topic under ``"topics"``. The sender thread also logs them at
-        DEBUG (see ``metrics_log_interval_ms``)."""
-        return self._sender.snapshot()
-
-    def __enter__(self) -> BackgroundProducer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -38,7 +38,7 @@ from grete.partitioners import DefaultPartitioner
 from grete.producer.accumulator import Accumulator, RecordAccumulator
 from grete.producer.batch import Forward, ProducerBatch, Stage, move_watchers
 from grete.producer.driver import Driver
-from grete.producer.engine import ProduceEngine
+from grete.producer.engine import engine_for
 from grete.producer.errors import ProducerClosedError
 from grete.producer.futures import FORKED, DeliveryFuture, refuse_if_forked, run_callback
 from grete.producer.metrics import Metrics
@@ -48,7 +48,7 @@ from grete.protocol.records import BATCH_OVERHEAD
 
 if TYPE_CHECKING:
     from grete.producer.config import ProducerConfig
-    from grete.producer.lane import TopicLane
+    from grete.producer.fast import FastLane
     from grete.producer.transactions import TransactionManager
 
 log = logging.getLogger("grete.producer")
@@ -118,21 +118,7 @@ class ProducerCore:
             config.partitioner if config.partitioner is not None else DefaultPartitioner()
         )
         self.metrics = Metrics()
-        self.engine = ProduceEngine(
-            on_done=self.batch_done,
-            acks=config.required_acks,
-            timeout_ms=int(config.ack_timeout_ms),
-            compression=config.compression,
-            compression_level=config.compression_level,
-            max_retries=config.max_retries,
-            delivery_timeout_s=config.delivery_timeout_s,
-            retry_backoff_s=config.retry_backoff_s,
-            retry_backoff_max_s=config.retry_backoff_max_s,
-            max_request_size=config.max_request_size,
-            max_in_flight=config.max_in_flight,
-            idempotent=config.enable_idempotence,
-            metrics=self.metrics,
-        )
+        self.engine = engine_for(config, self.batch_done, self.metrics)
         self.driver = Driver(self.engine, cluster)
         self.max_bytes = min(config.max_batch_bytes, config.max_request_size) - BATCH_OVERHEAD
         self.accs = RecordAccumulator(
@@ -143,7 +129,7 @@ class ProducerCore:
         )
         # topic -> its lane; added to under the lock, read without it (a
         # front end may keep a reference: the dict is never replaced).
-        self.lanes: dict[str, TopicLane] = {}
+        self.lanes: dict[str, FastLane] = {}
         self.delivery_timeout_s = config.delivery_timeout_s
         # (future, error, bytes to release when it is read): a batch's bytes
         # go with its last report (see batch_done), each report's count with it.
@@ -213,7 +199,7 @@ class ProducerCore:
 
     # -- topics ------------------------------------------------------------
 
-    def lane(self, name: str, topic: Topic | None = None) -> TopicLane:
+    def lane(self, name: str, topic: Topic | None = None) -> FastLane:
         """The lane of topic ``name`` (``topic``: its metadata when the
         caller has it), made on first use (see lane.py)."""
         lane = self.lanes.get(name)

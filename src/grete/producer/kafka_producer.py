@@ -23,13 +23,14 @@ from grete.producer.errors import (
     ProducerClosedError,
     TransactionStateError,
 )
+from grete.producer.frontend import CoreFrontEnd
 from grete.producer.futures import Callback, DeliveryFuture
 from grete.producer.transactions import TransactionManager, TransactionState
 from grete.protocol.compression import CompressionType
 
 if TYPE_CHECKING:
     from grete.client import KafkaClient
-    from grete.producer.lane import TopicLane
+    from grete.producer.fast import FastLane
 
 # Kafka's rule for topic names (kafka.common.internals.Topic).
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -39,7 +40,7 @@ _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
 
 
-class KafkaProducer:
+class KafkaProducer(CoreFrontEnd):
     """Produce to any topic: ``produce(topic, value, key=...)`` returns a
     :class:`~grete.DeliveryFuture` at once; one sender thread batches
     (``linger_ms``), sends, retries and reports every message.
@@ -137,7 +138,7 @@ class KafkaProducer:
             lane = self._lane(topic)
         return lane.produce(value, key, timestamp, headers, partition, callback)
 
-    def _lane(self, topic: Any) -> TopicLane:
+    def _lane(self, topic: Any) -> FastLane:
         """A topic's first message: its name checked, its lane made."""
         if isinstance(topic, bytes):
             topic = topic.decode("utf-8", "replace")
@@ -146,24 +147,6 @@ class KafkaProducer:
                 f"topic must be a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -), not {topic!r}"
             )
         return self._core.lane(topic)
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Send everything queued, for every topic, and wait for its reports;
-        returns how many messages are still unreported (0 unless ``timeout``
-        ran out)."""
-        return self._core.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Deliver or fail everything queued, then stop the sender thread.
-
-        Bounded: within ``timeout`` seconds (default: ``delivery_timeout_ms``)
-        every queued message has been reported, failed ones with the reason.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        self._finalizer.detach()
-        self._core.close(timeout)
 
     # -- transactions ------------------------------------------------------
 
@@ -247,17 +230,3 @@ class KafkaProducer:
             if txn.state in (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR):
                 txn.abort(timeout)
             raise
-
-    def metrics(self) -> dict[str, Any]:
-        """Counters and timings: messages/bytes sent, batches, retries,
-        errors, queue depth, request latency percentiles (ms), and per topic
-        (``"topics"``: name -> messages_sent, bytes_sent, batches, retries,
-        errors). The sender thread also logs them at DEBUG (see
-        ``metrics_log_interval_ms``)."""
-        return self._core.snapshot()
-
-    def __enter__(self) -> KafkaProducer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -4,8 +4,9 @@ record in that topic's accumulator.
 :class:`TopicLane` holds the general path, which checks everything
 (serializers, types, sizes, timestamps, explicit partitions, the buffer
 bound, a topic whose partitions are not known yet). The hand-tuned inline
-paths for the common cases live apart, in :mod:`grete.producer.fast`, and
-fall back to :meth:`TopicLane._produce` for anything they do not handle.
+paths for the common cases live apart, in :mod:`grete.producer.fast`
+(``FastLane.produce``, the lane's only entry), and fall back to
+:meth:`TopicLane._produce` for anything they do not handle.
 
 A topic whose partitions are not known yet (its first message, before the
 metadata answer) does not block: its records are held in order
@@ -133,18 +134,6 @@ class TopicLane:
         )
 
     # -- the general path ------------------------------------------------------
-
-    def produce(
-        self,
-        value: Any,
-        partition_key: Any = None,
-        timestamp: int | None = None,
-        headers: Any = None,
-        partition: int | None = None,
-        callback: Callback | None = None,
-    ) -> DeliveryFuture:
-        """Queue one message (see the front ends' ``produce``)."""
-        return self._produce(value, partition_key, timestamp, headers, partition, callback)
 
     def _produce(
         self,

@@ -24,7 +24,7 @@ from grete.producer.accumulator import (
 from grete.producer.batch import ProducerBatch
 from grete.producer.config import resolve
 from grete.producer.driver import Driver
-from grete.producer.engine import Plan, ProduceEngine
+from grete.producer.engine import Plan, engine_for
 from grete.producer.errors import (
     InvalidMessageError,
     MessageFailure,
@@ -181,20 +181,7 @@ class Producer:
         self._closed = False
         self._done: list[_Done] = []
         self._failures: list[MessageFailure] = []
-        self._engine = ProduceEngine(
-            on_done=self._batch_done,
-            acks=config.required_acks,
-            timeout_ms=config.ack_timeout_ms,
-            compression=config.compression,
-            compression_level=config.compression_level,
-            max_retries=config.max_retries,
-            delivery_timeout_s=config.delivery_timeout_s,
-            retry_backoff_s=config.retry_backoff_s,
-            retry_backoff_max_s=config.retry_backoff_max_s,
-            max_request_size=config.max_request_size,
-            max_in_flight=config.max_in_flight,
-            idempotent=config.enable_idempotence,
-        )
+        self._engine = engine_for(config, self._batch_done)
         self._driver = Driver(self._engine, cluster)
 
     def __repr__(self) -> str:

@@ -211,6 +211,40 @@ def _child(checks: list[tuple[str, Any]]) -> int:
     return failed
 
 
+def _in_a_forked_child(checks: list[tuple[str, Any]]) -> int:
+    """Run ``checks`` in a forked child (warnings are errors there); the
+    bitmask of those that failed, or -1 when the child did not answer within
+    20 s (it is killed)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 255
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no ResourceWarning from the finalizer
+                code = _child(checks)
+        finally:
+            os.write(w, code.to_bytes(2, "big"))
+            os._exit(0)
+    os.close(w)
+    got = b""
+    try:
+        deadline = time.monotonic() + 20
+        while len(got) < 2 and (left := deadline - time.monotonic()) > 0:
+            if not select.select([r], [], [], left)[0]:
+                break  # a check hung in the child
+            chunk = os.read(r, 2 - len(got))
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        os.close(r)
+        if len(got) < 2:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return int.from_bytes(got, "big") if len(got) == 2 else -1
+
+
 def _raises(exc_type: type[BaseException], fn: Any, match: str = "fork") -> Any:
     def check() -> bool:
         try:
@@ -254,34 +288,7 @@ def test_a_forked_child_is_refused_at_once_and_never_waits(cluster: Cluster) -> 
         ("finalizer", _quick(gc_only._finalizer)),
         ("client close", _quick(cluster.network.close)),
     ]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 255
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # no ResourceWarning from the finalizer
-                code = _child(checks)
-        finally:
-            os.write(w, code.to_bytes(2, "big"))
-            os._exit(0)
-    os.close(w)
-    try:
-        got = b""
-        deadline = time.monotonic() + 20
-        while len(got) < 2 and (left := deadline - time.monotonic()) > 0:
-            if not select.select([r], [], [], left)[0]:
-                break  # a check hung in the child
-            chunk = os.read(r, 2 - len(got))
-            if not chunk:
-                break
-            got += chunk
-    finally:
-        os.close(r)
-        if len(got) < 2:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    failed = int.from_bytes(got, "big") if len(got) == 2 else -1
+    failed = _in_a_forked_child(checks)
     assert failed == 0, [name for bit, (name, _) in enumerate(checks) if failed & (1 << bit)]
     # The parent is unaffected: its network and producers still work.
     assert not pending.done()

@@ -260,14 +260,9 @@ def test_an_unknown_option_is_refused_by_name_in_every_front_end(cluster: Cluste
 def test_a_forked_child_is_refused_and_never_waits(cluster: Cluster) -> None:
     # The same core as BackgroundProducer: in a forked child every call that
     # would wait for the parent's sender thread raises, close() returns at once.
-    import os
-    import select
-    import signal
-    import warnings
-
     from grete.producer import ProducerClosedError
 
-    from .test_background_threads import _child, _quick, _raises
+    from .test_background_threads import _in_a_forked_child, _quick, _raises
 
     p = _producer(cluster, delivery_timeout_ms=60_000, unknown_topic_timeout_ms=60_000)
     pending = p.produce("t", b"in the parent")
@@ -280,34 +275,7 @@ def test_a_forked_child_is_refused_and_never_waits(cluster: Cluster) -> None:
         ("held result", _raises(ProducerClosedError, lambda: held.result())),
         ("close", _quick(lambda: p.close())),
     ]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 255
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                code = _child(checks)
-        finally:
-            os.write(w, code.to_bytes(2, "big"))
-            os._exit(0)
-    os.close(w)
-    got = b""
-    try:
-        deadline = time.monotonic() + 20
-        while len(got) < 2 and (left := deadline - time.monotonic()) > 0:
-            if not select.select([r], [], [], left)[0]:
-                break
-            chunk = os.read(r, 2 - len(got))
-            if not chunk:
-                break
-            got += chunk
-    finally:
-        os.close(r)
-        if len(got) < 2:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    failed = int.from_bytes(got, "big") if len(got) == 2 else -1
+    failed = _in_a_forked_child(checks)
     assert failed == 0, [name for bit, (name, _) in enumerate(checks) if failed & (1 << bit)]
     assert not pending.done()
     p.close(timeout=0.5)
