@@ -40,7 +40,9 @@ def client(kafka_cluster: Any) -> Iterator[KafkaClient]:
 def test_produce_flush_keys_headers_timestamps_and_callbacks(
     kafka_cluster: Any, client: KafkaClient, topic: str
 ) -> None:
-    ts = 1_600_000_000_123
+    # An hour ago, not years: a batch older than the topic's retention may be
+    # deleted (segment and all) before it is read back.
+    ts = int(time.time() * 1000) - 3_600_000
     called: list[DeliveryFuture] = []
     lock = threading.Lock()
 

@@ -208,8 +208,12 @@ def test_lock_is_taken_promptly_while_another_thread_sits_in_poll() -> None:
     stop = threading.Event()
 
     def poller() -> None:
-        for _ in range(100):  # bounded: each round ends at the next claim
-            if stop.is_set():
+        # Bounded in time, not only in rounds: after a claim the poller's sleeps
+        # are short for a while, and a round count alone could run out before
+        # the test's five claims (the thread gone, _selecting never true again).
+        deadline = time.monotonic() + 60
+        for _ in range(1_000_000):
+            if stop.is_set() or time.monotonic() > deadline:
                 return
             net.poll(10.0)
 
