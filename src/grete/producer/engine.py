@@ -342,13 +342,21 @@ class ProduceEngine:
             state.queue.pop(0)
             self._queued -= 1
             self._gap(batch)
+            from grete.producer.errors import DeliveryTimeoutError
+
+            # A delivery timeout, as expire() would say, naming why it waited.
             self._finish(
                 batch,
                 -1,
                 -1,
-                LeaderNotAvailable(
-                    f"no leader for {batch.topic}/{batch.partition} within the delivery "
-                    f"timeout ({self.delivery_timeout_s:.0f}s)"
+                DeliveryTimeoutError(
+                    batch.topic,
+                    batch.partition,
+                    batch.maybe_written,
+                    LeaderNotAvailable(
+                        f"no leader for {batch.topic}/{batch.partition} within the delivery "
+                        f"timeout ({self.delivery_timeout_s:.0f}s)"
+                    ),
                 ),
             )
         else:

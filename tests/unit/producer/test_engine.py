@@ -512,7 +512,9 @@ def test_no_leader_waits_are_bounded_by_the_delivery_timeout() -> None:
     # error docs/guarantees.rst names ("Leader killed, leader moved").
     assert h.now - start == 15.0
     ((_b, offset, _t, error),) = h.done
-    assert isinstance(error, LeaderNotAvailable), error
+    assert isinstance(error, DeliveryTimeoutError), error
+    assert isinstance(error.last_error, LeaderNotAvailable), error.last_error
+    assert not error.maybe_written
     assert offset == -1
     assert h.engine.idle
 
