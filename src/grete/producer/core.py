@@ -38,8 +38,8 @@ from grete.partitioners import DefaultPartitioner
 from grete.producer.accumulator import Accumulator, RecordAccumulator
 from grete.producer.batch import Forward, ProducerBatch, Stage, move_watchers
 from grete.producer.driver import Driver
-from grete.producer.engine import engine_for
 from grete.producer.errors import ProducerClosedError
+from grete.producer.frontend import engine_for
 from grete.producer.futures import FORKED, DeliveryFuture, refuse_if_forked, run_callback
 from grete.producer.metrics import Metrics
 from grete.producer.reports import ReportQueue

@@ -25,7 +25,7 @@ import bisect
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grete._backoff import backoff_ceiling
 from grete.errors import (
@@ -39,9 +39,6 @@ from grete.producer.batch import ProducerBatch
 from grete.producer.metrics import Metrics
 from grete.protocol.compression import CompressionType
 from grete.protocol.errors import error_info
-
-if TYPE_CHECKING:
-    from grete.producer.config import ProducerConfig
 
 # Error codes with a meaning of their own here (protocol/errors.py has them all).
 _MESSAGE_TOO_LARGE = 10
@@ -645,24 +642,3 @@ class ProduceEngine:
         would be refused as out of order, so the epoch must be bumped."""
         if self.idempotent and batch.base_sequence is not None:
             self.needs_epoch_bump = True
-
-
-def engine_for(
-    config: ProducerConfig, on_done: DoneCallback, metrics: Metrics | None = None
-) -> ProduceEngine:
-    """The engine a front end's validated options describe."""
-    return ProduceEngine(
-        on_done=on_done,
-        acks=config.required_acks,
-        timeout_ms=config.ack_timeout_ms,
-        compression=config.compression,
-        compression_level=config.compression_level,
-        max_retries=config.max_retries,
-        delivery_timeout_s=config.delivery_timeout_s,
-        retry_backoff_s=config.retry_backoff_s,
-        retry_backoff_max_s=config.retry_backoff_max_s,
-        max_request_size=config.max_request_size,
-        max_in_flight=config.max_in_flight,
-        idempotent=config.enable_idempotence,
-        metrics=metrics,
-    )

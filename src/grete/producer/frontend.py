@@ -1,15 +1,21 @@
-"""What every front end over a producer core has in common: ``flush()``,
-``close()``, ``metrics()`` and the context manager. (A front end adds an
-API around the core, never a second copy of its work.)"""
+"""What the front ends have in common: the engine their validated options
+describe (:func:`engine_for`, the sync ``Producer``'s too), and, over a
+producer core, ``flush()``, ``close()``, ``metrics()`` and the context
+manager (:class:`CoreFrontEnd`). A front end adds an API around the core,
+never a second copy of its work."""
 
 from __future__ import annotations
 
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from grete.producer.engine import DoneCallback, ProduceEngine
+from grete.producer.metrics import Metrics
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from grete.producer.config import ProducerConfig
     from grete.producer.core import ProducerCore
 
 
@@ -50,3 +56,24 @@ class CoreFrontEnd:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def engine_for(
+    config: ProducerConfig, on_done: DoneCallback, metrics: Metrics | None = None
+) -> ProduceEngine:
+    """The engine a front end's validated options describe."""
+    return ProduceEngine(
+        on_done=on_done,
+        acks=config.required_acks,
+        timeout_ms=config.ack_timeout_ms,
+        compression=config.compression,
+        compression_level=config.compression_level,
+        max_retries=config.max_retries,
+        delivery_timeout_s=config.delivery_timeout_s,
+        retry_backoff_s=config.retry_backoff_s,
+        retry_backoff_max_s=config.retry_backoff_max_s,
+        max_request_size=config.max_request_size,
+        max_in_flight=config.max_in_flight,
+        idempotent=config.enable_idempotence,
+        metrics=metrics,
+    )

@@ -24,13 +24,14 @@ from grete.producer.accumulator import (
 from grete.producer.batch import ProducerBatch
 from grete.producer.config import resolve
 from grete.producer.driver import Driver
-from grete.producer.engine import Plan, engine_for
+from grete.producer.engine import Plan
 from grete.producer.errors import (
     InvalidMessageError,
     MessageFailure,
     ProduceFailureError,
     ProducerClosedError,
 )
+from grete.producer.frontend import engine_for
 from grete.producer.grouping import KeyIds, grouped, hashed_ids, java_ids
 from grete.producer.message import DeliveryResult, Headers, Message, to_bytes, to_headers
 from grete.protocol.compression import CompressionType
