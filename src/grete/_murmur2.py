@@ -22,19 +22,16 @@ future release changed its seed or tail semantics we would silently route keys
 to other partitions than the Java client, which is far worse than being slow.
 
 The extension releases the GIL on every call. Beside idle threads (a producer's
-sender waiting in select) it is still the faster choice (~0.3 us against ~2 us
-for the pure version, and 25% more keyed messages/s through the background
-producer); beside a thread that is busy computing, each call may hand it the
-GIL and wait for it back (measured: ~160 us per call against a spinning thread).
-Applications in that situation should uninstall ``murmurhash2`` to keep the
-pure version, which never lets go of the GIL. Many keys at once (the producers'
-keyed paths) go through :func:`murmur2_lanes` without the extension: ~0.25 us a
-16-byte key, near the extension's speed. Their partition ids come from
-:func:`murmur2_partition_ids`, with or without the extension: lanes again, the
-modulo included, which is faster than the extension plus a Python modulo per
-key and keeps the GIL (the background producer's sender, handed the GIL at
-every key, used to cut batches short; keyed background produce measured
-1.3-1.6x faster with it).
+sender waiting in select) it is still the faster choice for one key; beside a
+thread that is busy computing, each call may hand that thread the GIL and wait
+for it back, a thread switch per key. Applications in that situation should
+uninstall ``murmurhash2`` to keep the pure version, which never lets go of the
+GIL. Many keys at once (the producers' keyed paths) go through
+:func:`murmur2_lanes` without the extension, near its speed per key. Their
+partition ids come from :func:`murmur2_partition_ids`, with or without the
+extension: lanes again, the modulo included, and the GIL kept throughout (the
+background producer's sender, handed the GIL at every key, used to cut batches
+short). The figures are in docs/benchmarks.rst and DESIGN.md.
 """
 
 from __future__ import annotations
@@ -230,7 +227,7 @@ positive_murmur2: Final[Callable[[bytes], int]] = _positive_pure if _c_hash is N
 def unsigned_murmur2_many(keys: Iterable[bytes]) -> Iterator[int]:
     """:data:`unsigned_murmur2_bytes` of each key (exactly ``bytes``): with the
     extension, a C-level ``map`` over it with no Python call per key; without
-    it, :func:`murmur2_lanes` (~7x faster than the pure version key by key)."""
+    it, :func:`murmur2_lanes` (much faster than the pure version key by key)."""
     if _c_hash is None:
         return iter(murmur2_lanes(keys if isinstance(keys, list) else list(keys)))
     return map(_c_hash, keys, repeat(SEED))
@@ -243,9 +240,9 @@ _LANES_MIN = 32
 def murmur2_lanes(keys: list[bytes]) -> list[int]:
     """Unsigned murmur2 of many keys at once, in pure Python: keys of one
     length are hashed together, one 64-bit lane of a big ``int`` each, so each
-    step of the hash is one big-int operation for all of them (~0.3 us a
-    16-byte key against ~2 us key by key; and it holds the GIL throughout,
-    unlike the extension, which releases it per call)."""
+    step of the hash is one big-int operation for all of them (the
+    interpreter's work per step is paid once, not per key; and it holds the
+    GIL throughout, unlike the extension, which releases it per call)."""
     n = len(keys)
     if n < _LANES_MIN:
         return list(map(_murmur2_unsigned, keys))
@@ -342,7 +339,7 @@ def murmur2_partition_ids(keys: list[bytes], count: int, length: int | None = No
     under ``2**32``, so ``x * m`` fits a 64-bit lane, and the quotient (under
     ``2**(32 - L)``) fits the ``33 - L`` bits a lane keeps after the shift.
     ``x - q * count`` borrows from no other lane, since ``q * count <= x``.
-    ~0.1 us a key less than the extension's hashes and a Python modulo.
+    It costs less than the extension's hashes and a Python modulo per key.
 
     ``length``: the length every key has, when the caller knows it (a placed
     stage's keys were measured for their sizes already): no pass to find it.

@@ -315,7 +315,7 @@ def java_key_hash(partitioner: object) -> Callable[[bytes], int] | None:
     message. Subclasses may override ``__call__``, so only the exact classes count.
     The C-backed hash when installed, although it releases the GIL on every
     call (see :mod:`grete._murmur2`): beside the background producer's mostly
-    idle sender thread it still measured ~25% faster than the pure one.
+    idle sender thread it is still faster than the pure one.
     """
     if type(partitioner) is StickyPartitioner or (
         type(partitioner) is HashingPartitioner and partitioner._hash_func is None

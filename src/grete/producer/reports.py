@@ -4,8 +4,8 @@ bounds it: an unread report still counts against ``max_queued_messages``).
 
 Not ``queue.Queue``: its ``put()`` takes a lock and notifies per report, and
 the sender thread putting a finished batch's thousands of reports one by one
-contended with the thread reading them at every item (~65k reports/s on one
-broker, against ~400k messages/s with futures). Here the sender adds a
+contended with the thread reading them at every item, a fraction of the
+speed of futures. Here the sender adds a
 batch's reports under one lock with one notify, and ``get()`` pops without a
 lock whenever a report is there (``deque.popleft`` is atomic).
 """
