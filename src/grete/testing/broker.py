@@ -15,6 +15,7 @@ from .node_config import _JVM_FLAGS
 
 if TYPE_CHECKING:
     from .cluster import KafkaCluster
+    from .proxy import FaultProxy
 
 log = logging.getLogger("grete.testing")
 
@@ -45,6 +46,10 @@ class Broker:
         """Kafka's own log (log4j2), appended across restarts."""
         self.stdout_path = directory / "stdout.log"
         """JVM stdout/stderr: only interesting when the JVM itself fails to start."""
+        self.proxy: FaultProxy | None = None
+        """With ``KafkaCluster(proxied=True)``: the proxy in front of this node's
+        PROXIED listener, whose port that listener advertises. Owned by the cluster:
+        it outlives restarts and is not among :attr:`ports` (the broker never binds it)."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 

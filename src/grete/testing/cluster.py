@@ -35,6 +35,7 @@ from .jars import DEFAULT_KAFKA_VERSION, ensure_kafka_jars, find_java
 from .node_config import (
     _JVM_FLAGS,
     _LISTENERS,
+    _PROXIED,
     CLIENT_PROTOCOLS,
     SASL_MECHANISMS,
     SCRAM_MECHANISMS,
@@ -42,6 +43,7 @@ from .node_config import (
     _write_properties,
     server_properties,
 )
+from .proxy import FaultProxy
 from .tls import TlsFiles, generate_tls_files
 
 __all__ = [
@@ -88,6 +90,12 @@ class KafkaCluster:
     JVMs: by default small, quick to start and light on CPU (serial GC, the C1
     compiler only), which suits tests; ``tuned_for_tests=False`` keeps the JVM's own
     defaults (G1, C2), as a production broker runs: what benchmarks should measure.
+
+    ``proxied=True`` adds a PROXIED (PLAINTEXT) listener to every node, fronted by a
+    :class:`~grete.testing.FaultProxy` (:attr:`Broker.proxy`) whose port it
+    advertises: a client bootstrapped on :attr:`proxied_bootstrap_servers` only ever
+    connects through the proxies. The proxies outlive broker restarts and are closed
+    by :meth:`close`.
     """
 
     def __init__(
@@ -105,6 +113,7 @@ class KafkaCluster:
         jvm_opts: Sequence[str] = (),
         keep_dirs: bool | None = None,
         tuned_for_tests: bool = True,
+        proxied: bool = False,
     ) -> None:
         if num_brokers < 1:
             raise ValueError("num_brokers must be at least 1")
@@ -119,6 +128,7 @@ class KafkaCluster:
         # False: the JVM's own defaults (G1, the C2 compiler), as a production broker
         # runs; slower to start, faster once warm. Benchmarks want that.
         self.tuned_for_tests = tuned_for_tests
+        self.proxied = proxied
         self.keep_dirs = _keep_dirs_from_env() if keep_dirs is None else keep_dirs
         self._jars_dir = Path(jars_dir) if jars_dir is not None else None
         self._base_dir_arg = Path(base_dir) if base_dir is not None else None
@@ -169,15 +179,24 @@ class KafkaCluster:
             )
         try:
             (self.base_dir / "tools-log4j2.properties").write_text(_log4j2_properties(None, "WARN"))
-            ports = process.free_ports(self.num_brokers * len(_LISTENERS))
+            listeners = (*_LISTENERS, _PROXIED) if self.proxied else _LISTENERS
+            # Proxied: one more port per node, for its proxy (not a broker listener).
+            per_node = len(listeners) + (1 if self.proxied else 0)
+            ports = process.free_ports(self.num_brokers * per_node)
             for index in range(self.num_brokers):
                 node_id = index + 1
-                chunk = ports[index * len(_LISTENERS) : (index + 1) * len(_LISTENERS)]
+                chunk = ports[index * per_node : index * per_node + len(listeners)]
                 directory = self.base_dir / f"node-{node_id}"
                 directory.mkdir()
-                self.brokers.append(
-                    Broker(self, node_id, dict(zip(_LISTENERS, chunk, strict=True)), directory)
-                )
+                broker = Broker(self, node_id, dict(zip(listeners, chunk, strict=True)), directory)
+                self.brokers.append(broker)
+                if self.proxied:
+                    # Bound now, before any config names its port or a broker starts.
+                    broker.proxy = FaultProxy(
+                        "127.0.0.1",
+                        broker.port(_PROXIED),
+                        listen_port=ports[(index + 1) * per_node - 1],
+                    )
             for broker in self.brokers:
                 _write_properties(broker.config_path, server_properties(self, broker))
                 (broker.directory / "log4j2.properties").write_text(
@@ -217,6 +236,12 @@ class KafkaCluster:
         """
         for broker in self.brokers:
             broker.kill()
+        for broker in self.brokers:
+            if broker.proxy is not None:
+                try:
+                    broker.proxy.close()
+                except RuntimeError as exc:  # its thread hung: still remove the dirs
+                    log.warning("%s", exc)
         keep = self.keep_dirs if keep_dirs is None else keep_dirs
         if self.base_dir is not None and not self._closed:
             if keep:
@@ -338,6 +363,15 @@ class KafkaCluster:
     @property
     def bootstrap_servers(self) -> str:
         return self.bootstrap("PLAINTEXT")
+
+    @property
+    def proxied_bootstrap_servers(self) -> str:
+        """The nodes' proxies (``proxied=True``): every connection of a client
+        bootstrapped here goes through them, metadata included."""
+        proxies = [b.proxy for b in self.brokers]
+        if not self.proxied or not proxies:
+            raise RuntimeError("needs a started KafkaCluster(..., proxied=True)")
+        return ",".join(p.address for p in proxies if p is not None)
 
     @property
     def ca_file(self) -> Path:

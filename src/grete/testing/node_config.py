@@ -23,6 +23,11 @@ SASL_MECHANISMS = ("PLAIN", *SCRAM_MECHANISMS)
 _INTERNAL = "INTERNAL"
 _CONTROLLER = "CONTROLLER"
 _LISTENERS = (*CLIENT_PROTOCOLS, _INTERNAL, _CONTROLLER)
+# Opt-in (``KafkaCluster(proxied=True)``): one more PLAINTEXT listener per node whose
+# advertised port is that node's FaultProxy. Kafka answers metadata with the endpoints
+# of the listener a request arrived on, so a client bootstrapped on the proxies only
+# ever sees proxy ports; the other listeners stay direct.
+_PROXIED = "PROXIED"
 
 # Start-up dominates test time and these JVMs do little work: a small serial-GC heap
 # and the C1 compiler only (no C2 warm-up) start fastest and let 3 nodes share 2 cores.
@@ -86,6 +91,12 @@ def server_properties(cluster: KafkaCluster, broker: Broker) -> dict[str, str]:
     voters = ",".join(f"{b.node_id}@127.0.0.1:{b.port(_CONTROLLER)}" for b in cluster.brokers)
     listener_map = {name: name for name in CLIENT_PROTOCOLS}
     listener_map.update({_INTERNAL: "PLAINTEXT", _CONTROLLER: "PLAINTEXT"})
+    listeners = [f"{name}://{broker.address(name)}" for name in _LISTENERS]
+    advertised = [f"{name}://{broker.address(name)}" for name in (*CLIENT_PROTOCOLS, _INTERNAL)]
+    if broker.proxy is not None:
+        listener_map[_PROXIED] = "PLAINTEXT"
+        listeners.append(f"{_PROXIED}://{broker.address(_PROXIED)}")
+        advertised.append(f"{_PROXIED}://{broker.proxy.address}")
     plain_users = " ".join(f'user_{u}="{p}"' for u, p in cluster.users.items())
     props: dict[str, str] = {
         "process.roles": "broker,controller",
@@ -95,10 +106,8 @@ def server_properties(cluster: KafkaCluster, broker: Broker) -> dict[str, str]:
         "controller.quorum.voters": voters,
         "controller.listener.names": _CONTROLLER,
         "inter.broker.listener.name": _INTERNAL,
-        "listeners": ",".join(f"{name}://{broker.address(name)}" for name in _LISTENERS),
-        "advertised.listeners": ",".join(
-            f"{name}://{broker.address(name)}" for name in (*CLIENT_PROTOCOLS, _INTERNAL)
-        ),
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
         "listener.security.protocol.map": ",".join(f"{k}:{v}" for k, v in listener_map.items()),
         "log.dirs": str(broker.data_dir),
         "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
