@@ -242,6 +242,11 @@ class TransactionSender:
     def _lost(self, now: float, error: KafkaError, to_group: bool) -> None:
         """A request's node could not be reached: find its coordinator again
         (the group's, for an offsets commit), after a backoff."""
+        if self._adding:
+            # An AddPartitionsToTxn without an answer: asked again (the gate
+            # holds those partitions' batches until they are added).
+            self._to_add |= self._adding
+            self._adding = set()
         op = self._offsets_op()
         if to_group and op is not None:
             op.step = "find group"

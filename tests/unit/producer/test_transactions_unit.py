@@ -271,3 +271,21 @@ def test_a_transaction_timed_out_by_its_coordinator_is_abortable(cluster: Cluste
             p.commit_transaction(timeout=1)
     finally:
         p.close(timeout=0.5)
+
+
+def test_partitions_whose_add_went_unanswered_are_asked_again(cluster: Cluster) -> None:
+    # (Transactions v1.) An AddPartitionsToTxn whose connection broke: the
+    # partitions go back to be added again, else the gate held their batches
+    # for ever (a commit during a broker kill then ran out of time).
+    p = _producer(cluster)
+    try:
+        txn = _initialized(p)
+        p.begin_transaction()
+        txn.coordinator = 1
+        txn._adding = {("t", 0), ("t", 2)}
+        txn._lost(time.monotonic(), KafkaError("connection lost"), False)
+        assert txn._to_add == {("t", 0), ("t", 2)} and not txn._adding
+        assert txn.coordinator is None  # looked up again
+        assert not txn.gate("t", 0)  # still held until added
+    finally:
+        p.close(timeout=0.5)
