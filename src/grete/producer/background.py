@@ -15,7 +15,7 @@ from typing import Any
 
 from grete.cluster import Cluster, Topic
 from grete.errors import ConfigurationError, KafkaError
-from grete.producer.config import resolve
+from grete.producer.config import given, resolve
 from grete.producer.core import ProducerCore, abandoned
 from grete.producer.fast import STAGE_MAX
 from grete.producer.frontend import CoreFrontEnd
@@ -26,10 +26,6 @@ __all__ = ["STAGE_MAX", "BackgroundProducer", "DeliveryFuture"]
 
 # Kept under its former name for the tests that import it from here.
 _STAGE_MAX = STAGE_MAX
-
-
-# The parameters of __init__ that are not options.
-_NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
 
 
 class BackgroundProducer(CoreFrontEnd):
@@ -95,10 +91,7 @@ class BackgroundProducer(CoreFrontEnd):
         metrics_log_interval_ms: float = 60_000,
         **unknown: Any,
     ) -> None:
-        options = {
-            k: v for k, v in locals().items() if k not in ("self", "cluster", "topic", "unknown")
-        }
-        options.update(unknown)  # refused by resolve(), with the closest name
+        options = given(locals(), unknown)  # an unknown keyword: refused by name
         if not isinstance(cluster, Cluster) or not isinstance(topic, Topic):
             raise ConfigurationError("pass client.cluster and client.topics[name]")
         config = resolve("BackgroundProducer", options)

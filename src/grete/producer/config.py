@@ -36,6 +36,7 @@ __all__ = [
     "Option",
     "ProducerConfig",
     "defaults",
+    "given",
     "options_for",
     "resolve",
 ]
@@ -404,6 +405,17 @@ def options_for(front_end: str) -> list[Option]:
 def defaults(front_end: str) -> dict[str, Any]:
     """``{name: default}`` of every option ``front_end`` takes."""
     return {option.name: option.defaults[front_end] for option in options_for(front_end)}
+
+
+def given(arguments: Mapping[str, Any], unknown: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a front end's ``__init__`` was called with: its named
+    arguments (``locals()``) less the ones that are not options, plus any
+    other keyword (``unknown``), which :func:`resolve` then refuses by name."""
+    return {k: v for k, v in arguments.items() if k not in _NOT_OPTIONS} | dict(unknown)
+
+
+# The parameters of the front ends' __init__ that are not options.
+_NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown", "__class__"})
 
 
 def resolve(front_end: str, options: Mapping[str, Any]) -> ProducerConfig:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from grete.cluster import Cluster
 from grete.errors import ConfigurationError
-from grete.producer.config import resolve
+from grete.producer.config import given, resolve
 from grete.producer.core import ProducerCore, abandoned
 from grete.producer.errors import (
     InvalidMessageError,
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 
 # Kafka's rule for topic names (kafka.common.internals.Topic).
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-
-
-# The parameters of __init__ that are not options.
-_NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
 
 
 class KafkaProducer(CoreFrontEnd):
@@ -92,8 +88,7 @@ class KafkaProducer(CoreFrontEnd):
         transaction_timeout_ms: int = 60_000,
         **unknown: Any,
     ) -> None:
-        # Every option by name; any other keyword is refused by resolve(), naming it.
-        options = {k: v for k, v in locals().items() if k not in _NOT_OPTIONS} | unknown
+        options = given(locals(), unknown)  # an unknown keyword: refused by name
         cluster = client if isinstance(client, Cluster) else getattr(client, "cluster", None)
         if not isinstance(cluster, Cluster):
             raise ConfigurationError("pass a grete KafkaClient (or its cluster)")

@@ -22,7 +22,7 @@ from grete.producer.accumulator import (
     record_size,
 )
 from grete.producer.batch import ProducerBatch
-from grete.producer.config import resolve
+from grete.producer.config import given, resolve
 from grete.producer.driver import Driver
 from grete.producer.engine import Plan
 from grete.producer.errors import (
@@ -36,9 +36,6 @@ from grete.producer.grouping import KeyIds, grouped, hashed_ids, java_ids
 from grete.producer.message import DeliveryResult, Headers, Message, to_bytes, to_headers
 from grete.protocol.compression import CompressionType
 from grete.protocol.records import BATCH_OVERHEAD
-
-# The parameters of __init__ that are not options.
-_NOT_OPTIONS = frozenset({"self", "cluster", "topic", "client", "unknown"})
 
 Partitioner = Callable[[Sequence[Partition], "bytes | None"], Partition]
 # An acknowledged batch, as results need it: (partition, input indexes, base
@@ -159,10 +156,7 @@ class Producer:
         delivery_timeout_ms: int = 120_000,
         **unknown: Any,
     ) -> None:
-        options = {
-            k: v for k, v in locals().items() if k not in ("self", "cluster", "topic", "unknown")
-        }
-        options.update(unknown)  # refused by resolve(), with the closest name
+        options = given(locals(), unknown)  # an unknown keyword: refused by name
         if not isinstance(cluster, Cluster):
             raise ConfigurationError("cluster must be a grete Cluster (client.cluster)")
         if not isinstance(topic, Topic):
